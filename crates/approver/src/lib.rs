@@ -1,0 +1,1 @@
+//! The approver: approves or denies CertificateRequests by the SPIFFE rules.

@@ -1,0 +1,1 @@
+//! The issuer: signs approved CertificateRequests with a local CA (and, later, Vault/OpenBao).

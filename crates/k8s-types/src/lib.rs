@@ -1,0 +1,1 @@
+//! Kubernetes types for nico-identity: cert-manager CertificateRequest and condition helpers.

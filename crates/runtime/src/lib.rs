@@ -1,0 +1,1 @@
+//! Plumbing shared by every role: kube client set-up, logging, health and metrics endpoints, shutdown.
