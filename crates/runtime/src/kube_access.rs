@@ -1,0 +1,133 @@
+//! Building kube clients: the role's own identity, and a pod's identity from its token.
+
+use std::path::{Path, PathBuf};
+
+use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
+use secrecy::SecretString;
+
+/// Failures to set up access to the API server.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeAccessError {
+    /// The kubeconfig file could not be read or understood.
+    #[error("failed to load kubeconfig {path}: {source}")]
+    Kubeconfig {
+        /// The file named by the flag or `KUBECONFIG`.
+        path: PathBuf,
+        /// Why it failed.
+        source: kube::config::KubeconfigError,
+    },
+    /// Neither a kubeconfig nor the in-cluster environment was usable.
+    #[error(
+        "failed to find cluster credentials: pass --kubeconfig, set KUBECONFIG, or run in a pod \
+         ({0})"
+    )]
+    Infer(#[source] kube::config::InferConfigError),
+    /// The client could not be built from the configuration.
+    #[error("failed to build a kube client: {0}")]
+    Client(#[source] kube::Error),
+}
+
+/// A service-account token. Its `Debug` never shows the token.
+#[derive(Clone)]
+pub struct BearerToken(SecretString);
+
+impl BearerToken {
+    /// Wraps a token.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(SecretString::from(token.into()))
+    }
+
+    /// The token itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        use secrecy::ExposeSecret as _;
+        self.0.expose_secret()
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
+}
+
+/// Where the API server is and how to authenticate to it.
+///
+/// Holds the role's own configuration so that clients acting as a pod (with the pod's token)
+/// reach the same server with the same trust roots.
+#[derive(Clone)]
+pub struct KubeAccess {
+    config: kube::Config,
+}
+
+impl std::fmt::Debug for KubeAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeAccess").field("cluster_url", &self.config.cluster_url).finish()
+    }
+}
+
+impl KubeAccess {
+    /// From an explicit kubeconfig, or else `KUBECONFIG`, `~/.kube/config` or the in-cluster
+    /// service account, in kube's usual order.
+    pub async fn load(kubeconfig: Option<&Path>) -> Result<Self, KubeAccessError> {
+        let config = match kubeconfig {
+            Some(path) => {
+                let file = Kubeconfig::read_from(path).map_err(|source| {
+                    KubeAccessError::Kubeconfig { path: path.to_owned(), source }
+                })?;
+                kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                    .await
+                    .map_err(|source| KubeAccessError::Kubeconfig {
+                        path: path.to_owned(),
+                        source,
+                    })?
+            }
+            None => kube::Config::infer().await.map_err(KubeAccessError::Infer)?,
+        };
+        Ok(Self { config })
+    }
+
+    /// From a ready configuration (tests, the dev environment).
+    pub fn from_config(config: kube::Config) -> Self {
+        Self { config }
+    }
+
+    /// The API server's URL.
+    pub fn cluster_url(&self) -> String {
+        self.config.cluster_url.to_string()
+    }
+
+    /// A client with the role's own credentials.
+    pub fn client(&self) -> Result<kube::Client, KubeAccessError> {
+        kube::Client::try_from(self.config.clone()).map_err(KubeAccessError::Client)
+    }
+
+    /// A client that authenticates with `token` and nothing else: the role's own client
+    /// certificate, token file or exec plugin are dropped, so the API server sees the token's
+    /// owner and only them.
+    pub fn client_with_token(&self, token: &BearerToken) -> Result<kube::Client, KubeAccessError> {
+        let mut config = self.config.clone();
+        config.auth_info = AuthInfo { token: Some(token.0.clone()), ..AuthInfo::default() };
+        kube::Client::try_from(config).map_err(KubeAccessError::Client)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_never_reach_debug_output() {
+        let token = BearerToken::new("eyJhbGciOi.secret.part");
+        assert_eq!(format!("{token:?}"), "BearerToken(<redacted>)");
+        assert_eq!(token.expose(), "eyJhbGciOi.secret.part");
+    }
+
+    #[tokio::test]
+    async fn a_broken_kubeconfig_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubeconfig");
+        std::fs::write(&path, "not: [valid").unwrap();
+        let err = KubeAccess::load(Some(&path)).await.unwrap_err();
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+    }
+}
