@@ -1,2 +1,47 @@
-//! Project automation.
-fn main() {}
+//! Project automation, run as `cargo xtask <command>`.
+//!
+//! - `codegen [--check]`: regenerate the committed CSI gRPC code from its `.proto`, or fail when
+//!   the committed code has drifted from it.
+//! - `test`: every test of the project, the command CI runs.
+
+mod codegen;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "nico-identity project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Regenerate generated sources (CSI gRPC code).
+    Codegen {
+        /// Fail instead of writing when the committed files differ from fresh output.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Run every test: drift checks, then the whole test suite.
+    Test {
+        /// Extra arguments passed to the test runner (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Codegen { check } => codegen::run(check),
+        Command::Test { args } => test::run(&args),
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn workspace_root() -> std::path::PathBuf {
+    let manifest_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    // invariant: xtask/Cargo.toml sits directly under the workspace root.
+    manifest_dir.parent().expect("xtask has a parent directory").to_owned()
+}
