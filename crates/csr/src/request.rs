@@ -1,0 +1,513 @@
+//! Parsing CSRs from untrusted bytes into a [`ParsedCsr`] whose signature has been verified.
+//!
+//! Whatever arrives in `spec.request` is hostile until proven otherwise: sizes are bounded
+//! before any decoding, every failure is an error value (never a panic), and the contents
+//! are exposed only after the self-signature checks out.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::cri_attributes::ParsedCriAttribute;
+use x509_parser::error::X509Error;
+use x509_parser::extensions::{
+    ExtendedKeyUsage as X509Eku, KeyUsage as X509KeyUsage, ParsedExtension, X509Extension,
+};
+use x509_parser::objects::oid_registry;
+use x509_parser::oid_registry::{
+    OID_PKCS9_EXTENSION_REQUEST, OID_X509_EXT_BASIC_CONSTRAINTS, OID_X509_EXT_EXTENDED_KEY_USAGE,
+    OID_X509_EXT_KEY_USAGE, OID_X509_EXT_SUBJECT_ALT_NAME,
+};
+use x509_parser::prelude::FromDer;
+
+use crate::input::{self, Decoded};
+use crate::model::{PublicKeyInfo, San, Subject};
+
+/// The largest CSR accepted, in bytes of input (PEM or DER). An SVID request is well under
+/// 1 KiB; this leaves room for RSA keys and long names while bounding the parser's work.
+pub const MAX_CSR_LEN: usize = 64 * 1024;
+
+const PEM_LABELS: &[&str] = &["CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"];
+
+/// Why bytes were not accepted as a certificate signing request.
+///
+/// Messages describe the input only and are safe to show to the requester.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CsrError {
+    /// No bytes at all.
+    #[error("certificate signing request is empty")]
+    Empty,
+
+    /// More than [`MAX_CSR_LEN`] bytes.
+    #[error("certificate signing request is {len} bytes long: at most {MAX_CSR_LEN} are accepted")]
+    TooLarge {
+        /// Length of the input.
+        len: usize,
+    },
+
+    /// PEM was required and the input has no PEM block.
+    #[error("certificate signing request is not PEM: expected a CERTIFICATE REQUEST block")]
+    NotPem,
+
+    /// The input is neither a PEM block nor DER.
+    #[error("certificate signing request is neither PEM nor DER")]
+    NotPemOrDer,
+
+    /// The PEM framing or its base64 is broken.
+    #[error("failed to decode the PEM block of the certificate signing request")]
+    Pem {
+        /// The PEM decoder's error.
+        #[source]
+        cause: pem::PemError,
+    },
+
+    /// A single PEM block was expected.
+    #[error("found {count} PEM blocks: expected exactly one CERTIFICATE REQUEST")]
+    SeveralPemBlocks {
+        /// Number of blocks found.
+        count: usize,
+    },
+
+    /// The PEM block holds something else, e.g. a certificate or a key.
+    #[error("PEM block is labelled {label:?}: expected CERTIFICATE REQUEST")]
+    WrongPemLabel {
+        /// The label found.
+        label: String,
+    },
+
+    /// The DER is not a PKCS#10 structure.
+    #[error("failed to parse the certificate signing request: not a valid PKCS#10 structure")]
+    Malformed {
+        /// The parser's error.
+        #[source]
+        cause: X509Error,
+    },
+
+    /// Bytes follow the DER structure.
+    #[error("{len} unexpected bytes follow the certificate signing request")]
+    TrailingData {
+        /// How many bytes follow.
+        len: usize,
+    },
+
+    /// The version field is not v1 (0), the only PKCS#10 version.
+    #[error("certificate signing request has version {version}: expected 0")]
+    UnsupportedVersion {
+        /// The version found.
+        version: u32,
+    },
+
+    /// The signature algorithm is not one the verifier supports.
+    #[error("signature algorithm {oid} of the certificate signing request is not supported")]
+    UnsupportedSignatureAlgorithm {
+        /// Dotted OID of the signature algorithm.
+        oid: String,
+    },
+
+    /// The signature does not verify with the request's own public key.
+    #[error("signature of the certificate signing request does not verify with its public key")]
+    BadSignature,
+
+    /// More than one extensionRequest attribute.
+    #[error("certificate signing request has several extensionRequest attributes")]
+    SeveralExtensionRequests,
+
+    /// An extension appears twice, which could let two readers see different values.
+    #[error("extension {name} is requested more than once")]
+    DuplicateExtension {
+        /// Name or dotted OID of the extension.
+        name: String,
+    },
+
+    /// A known extension's value does not decode.
+    #[error("extension {name} is malformed")]
+    MalformedExtension {
+        /// Name or dotted OID of the extension.
+        name: String,
+    },
+}
+
+/// A key usage bit (RFC 5280, section 4.2.1.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KeyUsage {
+    /// `digitalSignature`.
+    DigitalSignature,
+    /// `nonRepudiation`, also called contentCommitment.
+    NonRepudiation,
+    /// `keyEncipherment`.
+    KeyEncipherment,
+    /// `dataEncipherment`.
+    DataEncipherment,
+    /// `keyAgreement`.
+    KeyAgreement,
+    /// `keyCertSign`.
+    KeyCertSign,
+    /// `cRLSign`.
+    CrlSign,
+    /// `encipherOnly`.
+    EncipherOnly,
+    /// `decipherOnly`.
+    DecipherOnly,
+}
+
+impl KeyUsage {
+    /// The RFC 5280 name, e.g. `digitalSignature`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DigitalSignature => "digitalSignature",
+            Self::NonRepudiation => "nonRepudiation",
+            Self::KeyEncipherment => "keyEncipherment",
+            Self::DataEncipherment => "dataEncipherment",
+            Self::KeyAgreement => "keyAgreement",
+            Self::KeyCertSign => "keyCertSign",
+            Self::CrlSign => "cRLSign",
+            Self::EncipherOnly => "encipherOnly",
+            Self::DecipherOnly => "decipherOnly",
+        }
+    }
+
+    fn set_from(bits: &X509KeyUsage) -> BTreeSet<Self> {
+        let all = [
+            (bits.digital_signature(), Self::DigitalSignature),
+            (bits.non_repudiation(), Self::NonRepudiation),
+            (bits.key_encipherment(), Self::KeyEncipherment),
+            (bits.data_encipherment(), Self::DataEncipherment),
+            (bits.key_agreement(), Self::KeyAgreement),
+            (bits.key_cert_sign(), Self::KeyCertSign),
+            (bits.crl_sign(), Self::CrlSign),
+            (bits.encipher_only(), Self::EncipherOnly),
+            (bits.decipher_only(), Self::DecipherOnly),
+        ];
+        all.into_iter()
+            .filter(|(set, _)| *set)
+            .map(|(_, usage)| usage)
+            .collect()
+    }
+}
+
+impl fmt::Display for KeyUsage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An extended key usage purpose (RFC 5280, section 4.2.1.12).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ExtendedKeyUsage {
+    /// `serverAuth`.
+    ServerAuth,
+    /// `clientAuth`.
+    ClientAuth,
+    /// `codeSigning`.
+    CodeSigning,
+    /// `emailProtection`.
+    EmailProtection,
+    /// `timeStamping`.
+    TimeStamping,
+    /// `OCSPSigning`.
+    OcspSigning,
+    /// `anyExtendedKeyUsage`.
+    Any,
+    /// Any other purpose, by dotted OID.
+    Other(String),
+}
+
+impl ExtendedKeyUsage {
+    fn set_from(eku: &X509Eku<'_>) -> BTreeSet<Self> {
+        let known = [
+            (eku.server_auth, Self::ServerAuth),
+            (eku.client_auth, Self::ClientAuth),
+            (eku.code_signing, Self::CodeSigning),
+            (eku.email_protection, Self::EmailProtection),
+            (eku.time_stamping, Self::TimeStamping),
+            (eku.ocsp_signing, Self::OcspSigning),
+            (eku.any, Self::Any),
+        ];
+        let known = known
+            .into_iter()
+            .filter(|(set, _)| *set)
+            .map(|(_, eku)| eku);
+        let other = eku.other.iter().map(|oid| Self::Other(oid.to_id_string()));
+        known.chain(other).collect()
+    }
+}
+
+impl fmt::Display for ExtendedKeyUsage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::ServerAuth => "serverAuth",
+            Self::ClientAuth => "clientAuth",
+            Self::CodeSigning => "codeSigning",
+            Self::EmailProtection => "emailProtection",
+            Self::TimeStamping => "timeStamping",
+            Self::OcspSigning => "OCSPSigning",
+            Self::Any => "anyExtendedKeyUsage",
+            Self::Other(oid) => oid,
+        })
+    }
+}
+
+/// The basicConstraints extension as requested.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BasicConstraints {
+    /// Whether a CA certificate is requested.
+    pub is_ca: bool,
+    /// The requested path length limit, if any.
+    pub path_len: Option<u32>,
+}
+
+/// A requested extension other than SAN, key usage, extended key usage and basic
+/// constraints.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct OtherExtension {
+    /// Dotted OID.
+    pub oid: String,
+    /// Short name when the OID is well known, e.g. `nameConstraints`.
+    pub name: Option<String>,
+    /// Whether it is marked critical.
+    pub critical: bool,
+}
+
+impl fmt::Display for OtherExtension {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{name} ({})", self.oid),
+            None => f.write_str(&self.oid),
+        }
+    }
+}
+
+/// A certificate signing request whose signature has been verified, with its contents laid
+/// out plainly. Only [`parse_csr`] and [`parse_csr_pem`] make one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParsedCsr {
+    der: Vec<u8>,
+    subject: Subject,
+    sans: Vec<San>,
+    san_critical: Option<bool>,
+    key_usages: BTreeSet<KeyUsage>,
+    extended_key_usages: BTreeSet<ExtendedKeyUsage>,
+    basic_constraints: Option<BasicConstraints>,
+    other_extensions: Vec<OtherExtension>,
+    other_attributes: Vec<String>,
+    public_key: PublicKeyInfo,
+}
+
+impl ParsedCsr {
+    /// The DER encoding of the request.
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+
+    /// The subject name; an SVID request has an empty one.
+    pub fn subject(&self) -> &Subject {
+        &self.subject
+    }
+
+    /// Every requested subject alternative name, in encoding order.
+    pub fn sans(&self) -> &[San] {
+        &self.sans
+    }
+
+    /// The URI SANs only, in encoding order.
+    pub fn uri_sans(&self) -> impl Iterator<Item = &str> {
+        self.sans.iter().filter_map(|san| match san {
+            San::Uri(uri) => Some(uri.as_str()),
+            _ => None,
+        })
+    }
+
+    /// Whether the SAN extension is marked critical; `None` when there is no SAN extension.
+    pub fn san_critical(&self) -> Option<bool> {
+        self.san_critical
+    }
+
+    /// Requested key usages; empty when the extension is absent.
+    pub fn key_usages(&self) -> &BTreeSet<KeyUsage> {
+        &self.key_usages
+    }
+
+    /// Requested extended key usages; empty when the extension is absent.
+    pub fn extended_key_usages(&self) -> &BTreeSet<ExtendedKeyUsage> {
+        &self.extended_key_usages
+    }
+
+    /// The basicConstraints extension, when requested.
+    pub fn basic_constraints(&self) -> Option<BasicConstraints> {
+        self.basic_constraints
+    }
+
+    /// Whether a CA certificate is requested through basicConstraints.
+    pub fn is_ca(&self) -> bool {
+        self.basic_constraints.is_some_and(|bc| bc.is_ca)
+    }
+
+    /// Requested extensions other than SAN, key usage, extended key usage and basic
+    /// constraints, in encoding order.
+    pub fn other_extensions(&self) -> &[OtherExtension] {
+        &self.other_extensions
+    }
+
+    /// Dotted OIDs of CSR attributes other than extensionRequest (e.g. challengePassword).
+    pub fn other_attributes(&self) -> &[String] {
+        &self.other_attributes
+    }
+
+    /// The public key to be certified.
+    pub fn public_key(&self) -> &PublicKeyInfo {
+        &self.public_key
+    }
+}
+
+/// Parses and verifies a CSR given as one PEM block or as DER.
+pub fn parse_csr(pem_or_der: &[u8]) -> Result<ParsedCsr, CsrError> {
+    check_size(pem_or_der)?;
+    // DER is tried first because its first byte is fixed; PEM may carry text in front.
+    if input::looks_like_der(pem_or_der) {
+        parse_der(pem_or_der.to_vec())
+    } else if input::looks_like_pem(pem_or_der) {
+        parse_csr_pem(pem_or_der)
+    } else {
+        Err(CsrError::NotPemOrDer)
+    }
+}
+
+/// Parses and verifies a CSR that must be exactly one PEM `CERTIFICATE REQUEST` block, as
+/// cert-manager's `spec.request` carries it.
+pub fn parse_csr_pem(pem: &[u8]) -> Result<ParsedCsr, CsrError> {
+    check_size(pem)?;
+    let der = match input::decode_single_pem(pem, PEM_LABELS) {
+        Decoded::Der(der) => der,
+        Decoded::NotPem => return Err(CsrError::NotPem),
+        Decoded::Invalid(cause) => return Err(CsrError::Pem { cause }),
+        Decoded::Several(count) => return Err(CsrError::SeveralPemBlocks { count }),
+        Decoded::WrongLabel(label) => return Err(CsrError::WrongPemLabel { label }),
+    };
+    parse_der(der)
+}
+
+fn check_size(input: &[u8]) -> Result<(), CsrError> {
+    match input.len() {
+        0 => Err(CsrError::Empty),
+        len if len > MAX_CSR_LEN => Err(CsrError::TooLarge { len }),
+        _ => Ok(()),
+    }
+}
+
+fn parse_der(der: Vec<u8>) -> Result<ParsedCsr, CsrError> {
+    let (rest, csr) =
+        X509CertificationRequest::from_der(&der).map_err(|err| CsrError::Malformed {
+            cause: input::x509_error(err),
+        })?;
+    if !rest.is_empty() {
+        return Err(CsrError::TrailingData { len: rest.len() });
+    }
+    let info = &csr.certification_request_info;
+    if info.version.0 != 0 {
+        return Err(CsrError::UnsupportedVersion {
+            version: info.version.0,
+        });
+    }
+    csr.verify_signature().map_err(|err| match err {
+        X509Error::SignatureUnsupportedAlgorithm => CsrError::UnsupportedSignatureAlgorithm {
+            oid: csr.signature_algorithm.algorithm.to_id_string(),
+        },
+        _ => CsrError::BadSignature,
+    })?;
+
+    let mut extensions: Option<&[X509Extension<'_>]> = None;
+    let mut other_attributes = Vec::new();
+    for attribute in info.iter_attributes() {
+        match attribute.parsed_attribute() {
+            ParsedCriAttribute::ExtensionRequest(request) => {
+                if extensions.replace(&request.extensions).is_some() {
+                    return Err(CsrError::SeveralExtensionRequests);
+                }
+            }
+            // The parser only yields ExtensionRequest for the extensionRequest OID; anything
+            // else is reported by OID for the policy to judge.
+            _ if attribute.oid == OID_PKCS9_EXTENSION_REQUEST => {
+                return Err(CsrError::MalformedExtension {
+                    name: "extensionRequest".into(),
+                });
+            }
+            _ => other_attributes.push(attribute.oid.to_id_string()),
+        }
+    }
+
+    let mut parsed = ParsedCsr {
+        der: Vec::new(),
+        subject: Subject::from_name(&info.subject),
+        sans: Vec::new(),
+        san_critical: None,
+        key_usages: BTreeSet::new(),
+        extended_key_usages: BTreeSet::new(),
+        basic_constraints: None,
+        other_extensions: Vec::new(),
+        other_attributes,
+        public_key: PublicKeyInfo::from_spki(&info.subject_pki),
+    };
+    let mut seen = BTreeSet::new();
+    for extension in extensions.unwrap_or_default() {
+        let name = extension_name(extension);
+        if !seen.insert(extension.oid.to_id_string()) {
+            return Err(CsrError::DuplicateExtension { name });
+        }
+        record_extension(&mut parsed, extension, name)?;
+    }
+    parsed.der = der;
+    Ok(parsed)
+}
+
+fn record_extension(
+    parsed: &mut ParsedCsr,
+    extension: &X509Extension<'_>,
+    name: String,
+) -> Result<(), CsrError> {
+    let oid = &extension.oid;
+    let known = *oid == OID_X509_EXT_SUBJECT_ALT_NAME
+        || *oid == OID_X509_EXT_KEY_USAGE
+        || *oid == OID_X509_EXT_EXTENDED_KEY_USAGE
+        || *oid == OID_X509_EXT_BASIC_CONSTRAINTS;
+    match extension.parsed_extension() {
+        ParsedExtension::SubjectAlternativeName(san) => {
+            parsed.sans = san
+                .general_names
+                .iter()
+                .map(San::from_general_name)
+                .collect();
+            parsed.san_critical = Some(extension.critical);
+        }
+        ParsedExtension::KeyUsage(bits) => parsed.key_usages = KeyUsage::set_from(bits),
+        ParsedExtension::ExtendedKeyUsage(eku) => {
+            parsed.extended_key_usages = ExtendedKeyUsage::set_from(eku);
+        }
+        ParsedExtension::BasicConstraints(bc) => {
+            parsed.basic_constraints = Some(BasicConstraints {
+                is_ca: bc.ca,
+                path_len: bc.path_len_constraint,
+            });
+        }
+        // A known OID that did not decode into its type is malformed, whatever the parser
+        // chose to call it; an unknown OID is merely "other".
+        _ if known => return Err(CsrError::MalformedExtension { name }),
+        ParsedExtension::ParseError { .. } => return Err(CsrError::MalformedExtension { name }),
+        _ => parsed.other_extensions.push(OtherExtension {
+            oid: oid.to_id_string(),
+            name: registry_name(extension),
+            critical: extension.critical,
+        }),
+    }
+    Ok(())
+}
+
+fn registry_name(extension: &X509Extension<'_>) -> Option<String> {
+    oid_registry()
+        .get(&extension.oid)
+        .map(|entry| entry.sn().to_owned())
+}
+
+fn extension_name(extension: &X509Extension<'_>) -> String {
+    registry_name(extension).unwrap_or_else(|| extension.oid.to_id_string())
+}
