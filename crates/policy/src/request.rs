@@ -1,0 +1,49 @@
+//! [`SpiffeRequest`]: the parts of a CertificateRequest the policy reads, as plain values.
+
+use std::fmt;
+
+/// The annotation carrying the SPIFFE ID the node driver asked for.
+pub const IDENTITY_ANNOTATION: &str = "spiffe.csi.cert-manager.io/identity";
+
+/// The usages an SVID request must carry, exactly, in cert-manager's spelling.
+pub const REQUIRED_USAGES: [&str; 4] = [
+    "digital signature",
+    "key encipherment",
+    "server auth",
+    "client auth",
+];
+
+/// A CertificateRequest reduced to what the SPIFFE policy judges. Borrowed from the caller's
+/// object; fields that are absent in the object are `None`, `false`, empty or `""`.
+#[derive(Clone, Copy)]
+pub struct SpiffeRequest<'a> {
+    /// `metadata.namespace`.
+    pub namespace: &'a str,
+    /// `spec.request`, already base64-decoded: the PEM CSR.
+    pub request: &'a [u8],
+    /// `spec.duration` as written, e.g. `1h`.
+    pub duration: Option<&'a str>,
+    /// `spec.isCA`.
+    pub is_ca: bool,
+    /// `spec.usages`.
+    pub usages: &'a [String],
+    /// `spec.username`, set by the admission webhook from the creator's identity.
+    pub username: &'a str,
+    /// The [`IDENTITY_ANNOTATION`] value, if the annotation is present.
+    pub identity_annotation: Option<&'a str>,
+}
+
+impl fmt::Debug for SpiffeRequest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The CSR is left out on purpose: request material never goes to logs.
+        f.debug_struct("SpiffeRequest")
+            .field("namespace", &self.namespace)
+            .field("request_len", &self.request.len())
+            .field("duration", &self.duration)
+            .field("is_ca", &self.is_ca)
+            .field("usages", &self.usages)
+            .field("username", &self.username)
+            .field("identity_annotation", &self.identity_annotation)
+            .finish()
+    }
+}
