@@ -1,1 +1,23 @@
-//! The CSI node plugin: per-volume keys and CSRs, CertificateRequests as the pod, files into the pod.
+//! The CSI node plugin: gives each pod volume a SPIFFE certificate whose key is born on this
+//! node and never leaves it.
+//!
+//! kubelet calls [`server::serve`]'s gRPC services over a unix socket. For each ephemeral
+//! volume the driver generates a key and a CSR, creates a cert-manager CertificateRequest
+//! authenticated as the pod's own service account, waits for the signed answer through one
+//! shared watch, checks it, and writes `tls.crt`, `tls.key` and `ca.crt` atomically into the
+//! volume. A single timer renews every volume at two thirds of its certificate's lifetime.
+
+mod config;
+mod driver;
+mod files;
+mod issuance;
+mod proto;
+mod renewal;
+mod request;
+mod result;
+mod server;
+
+pub use config::{Config, ConfigError, DEFAULT_DRIVER_NAME, FileNames, IssuerConfig, Settings};
+pub use driver::{Driver, VolumeReport};
+pub use proto::csi;
+pub use server::{ServeError, serve};

@@ -12,8 +12,12 @@ use crate::conditions::Condition;
 pub const IDENTITY_ANNOTATION: &str = "spiffe.csi.cert-manager.io/identity";
 
 /// The usages every SPIFFE SVID request carries, spelled as cert-manager spells them.
-pub const SPIFFE_USAGES: [&str; 4] =
-    ["digital signature", "key encipherment", "server auth", "client auth"];
+pub const SPIFFE_USAGES: [&str; 4] = [
+    "digital signature",
+    "key encipherment",
+    "server auth",
+    "client auth",
+];
 
 /// A request for a certificate, signed by the issuer its `issuerRef` names once approved.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -96,7 +100,13 @@ impl IssuerRef {
 
 impl std::fmt::Display for IssuerRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}/{}", self.kind_or_default(), self.group_or_default(), self.name)
+        write!(
+            f,
+            "{}.{}/{}",
+            self.kind_or_default(),
+            self.group_or_default(),
+            self.name
+        )
     }
 }
 
@@ -108,10 +118,18 @@ pub struct CertificateRequestStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conditions: Option<Vec<Condition>>,
     /// The signed certificate and intermediates, PEM, base64 on the wire.
-    #[serde(default, with = "base64_bytes_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "base64_bytes_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub certificate: Option<Vec<u8>>,
     /// The root(s) of the chain, PEM, base64 on the wire.
-    #[serde(default, with = "base64_bytes_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "base64_bytes_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ca: Option<Vec<u8>>,
     /// When the request failed for good.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -121,7 +139,10 @@ pub struct CertificateRequestStatus {
 impl CertificateRequest {
     /// The conditions, empty when there is no status yet.
     pub fn conditions(&self) -> &[Condition] {
-        self.status.as_ref().and_then(|s| s.conditions.as_deref()).unwrap_or_default()
+        self.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_deref())
+            .unwrap_or_default()
     }
 }
 
@@ -147,14 +168,21 @@ mod base64_bytes_opt {
     use base64::Engine as _;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(crate) fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(
+        bytes: &Option<Vec<u8>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match bytes {
-            Some(bytes) => s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes)),
+            Some(bytes) => {
+                s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+            }
             None => s.serialize_none(),
         }
     }
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
         match Option::<String>::deserialize(d)? {
             None => Ok(None),
             Some(text) => base64::engine::general_purpose::STANDARD
@@ -194,14 +222,21 @@ mod tests {
 
     #[test]
     fn issuer_refs_compare_after_defaults() {
-        let bare = IssuerRef { name: "x".into(), kind: None, group: Some(String::new()) };
+        let bare = IssuerRef {
+            name: "x".into(),
+            kind: None,
+            group: Some(String::new()),
+        };
         let full = IssuerRef {
             name: "x".into(),
             kind: Some("Issuer".into()),
             group: Some("cert-manager.io".into()),
         };
         assert!(bare.same_issuer(&full));
-        let cluster = IssuerRef { kind: Some("ClusterIssuer".into()), ..full.clone() };
+        let cluster = IssuerRef {
+            kind: Some("ClusterIssuer".into()),
+            ..full.clone()
+        };
         assert!(!cluster.same_issuer(&full));
         assert_eq!(bare.to_string(), "Issuer.cert-manager.io/x");
     }

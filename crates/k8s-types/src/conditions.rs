@@ -182,13 +182,16 @@ mod tests {
         let mut cr = CertificateRequest::new("x", Default::default());
         for (type_, status, reason) in conditions {
             let status_ = cr.status.get_or_insert_with(Default::default);
-            status_.conditions.get_or_insert_with(Vec::new).push(Condition {
-                type_: (*type_).into(),
-                status: (*status).into(),
-                reason: Some((*reason).into()),
-                message: Some(format!("{type_} {reason}")),
-                ..Default::default()
-            });
+            status_
+                .conditions
+                .get_or_insert_with(Vec::new)
+                .push(Condition {
+                    type_: (*type_).into(),
+                    status: (*status).into(),
+                    reason: Some((*reason).into()),
+                    message: Some(format!("{type_} {reason}")),
+                    ..Default::default()
+                });
         }
         cr
     }
@@ -196,7 +199,10 @@ mod tests {
     #[test]
     fn states_follow_the_conditions() {
         assert_eq!(with(&[]).state(), RequestState::Pending);
-        assert_eq!(with(&[("Approved", "True", "A")]).state(), RequestState::Approved);
+        assert_eq!(
+            with(&[("Approved", "True", "A")]).state(),
+            RequestState::Approved
+        );
         assert_eq!(
             with(&[("Approved", "True", "A"), ("Ready", "False", "Pending")]).state(),
             RequestState::Approved
@@ -228,7 +234,12 @@ mod tests {
         cr.set_condition(again);
         assert_eq!(cr.conditions().len(), 1);
         assert_eq!(cr.conditions()[0].message.as_deref(), Some("b"));
-        cr.set_condition(Condition::new(ConditionType::Approved, ConditionStatus::True, "A", ""));
+        cr.set_condition(Condition::new(
+            ConditionType::Approved,
+            ConditionStatus::True,
+            "A",
+            "",
+        ));
         assert_eq!(cr.conditions().len(), 2);
     }
 }

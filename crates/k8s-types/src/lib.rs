@@ -9,7 +9,7 @@ mod certificate_request;
 mod conditions;
 
 pub use certificate_request::{
-    CertificateRequest, CertificateRequestSpec, CertificateRequestStatus, IssuerRef,
-    IDENTITY_ANNOTATION, SPIFFE_USAGES,
+    CertificateRequest, CertificateRequestSpec, CertificateRequestStatus, IDENTITY_ANNOTATION,
+    IssuerRef, SPIFFE_USAGES,
 };
 pub use conditions::{Condition, ConditionStatus, ConditionType, RequestState};

@@ -61,7 +61,9 @@ pub struct KubeAccess {
 
 impl std::fmt::Debug for KubeAccess {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubeAccess").field("cluster_url", &self.config.cluster_url).finish()
+        f.debug_struct("KubeAccess")
+            .field("cluster_url", &self.config.cluster_url)
+            .finish()
     }
 }
 
@@ -71,9 +73,11 @@ impl KubeAccess {
     pub async fn load(kubeconfig: Option<&Path>) -> Result<Self, KubeAccessError> {
         let config = match kubeconfig {
             Some(path) => {
-                let file = Kubeconfig::read_from(path).map_err(|source| {
-                    KubeAccessError::Kubeconfig { path: path.to_owned(), source }
-                })?;
+                let file =
+                    Kubeconfig::read_from(path).map_err(|source| KubeAccessError::Kubeconfig {
+                        path: path.to_owned(),
+                        source,
+                    })?;
                 kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
                     .await
                     .map_err(|source| KubeAccessError::Kubeconfig {
@@ -81,7 +85,9 @@ impl KubeAccess {
                         source,
                     })?
             }
-            None => kube::Config::infer().await.map_err(KubeAccessError::Infer)?,
+            None => kube::Config::infer()
+                .await
+                .map_err(KubeAccessError::Infer)?,
         };
         Ok(Self { config })
     }
@@ -106,7 +112,10 @@ impl KubeAccess {
     /// owner and only them.
     pub fn client_with_token(&self, token: &BearerToken) -> Result<kube::Client, KubeAccessError> {
         let mut config = self.config.clone();
-        config.auth_info = AuthInfo { token: Some(token.0.clone()), ..AuthInfo::default() };
+        config.auth_info = AuthInfo {
+            token: Some(token.0.clone()),
+            ..AuthInfo::default()
+        };
         kube::Client::try_from(config).map_err(KubeAccessError::Client)
     }
 }
@@ -128,6 +137,9 @@ mod tests {
         let path = dir.path().join("kubeconfig");
         std::fs::write(&path, "not: [valid").unwrap();
         let err = KubeAccess::load(Some(&path)).await.unwrap_err();
-        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
     }
 }

@@ -7,5 +7,5 @@ mod logging;
 mod shutdown;
 
 pub use kube_access::{BearerToken, KubeAccess, KubeAccessError};
-pub use logging::{init_logging, LogFormat};
+pub use logging::{LogFormat, init_logging};
 pub use shutdown::shutdown_signal;

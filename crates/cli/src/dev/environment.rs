@@ -1,0 +1,329 @@
+//! Starting the dev cluster and every role in this process.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{
+    CSIVolumeSource, Container, Namespace, Pod, PodSpec, ServiceAccount, Volume, VolumeMount,
+};
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use nico_dev_cluster::{DevCluster, DevClusterConfig};
+use nico_runtime::KubeAccess;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::error;
+
+use super::kubelet::{Kubelet, KubeletError, PodVolume};
+use crate::config::FileConfig;
+
+/// The node name the dev environment's CSI plugin and pods use.
+pub const DEV_NODE: &str = "dev-node";
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    /// Where files go.
+    pub workdir: PathBuf,
+    /// Requested certificate lifetime, overriding the configuration.
+    pub duration: Option<String>,
+    /// The configuration the roles start from; dev-specific values are set on top.
+    pub config: FileConfig,
+}
+
+/// Why the dev environment did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    /// The work directory is unusable.
+    #[error("failed to prepare {path}: {source}")]
+    Workdir {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The dev cluster did not start.
+    #[error("failed to start the dev cluster: {0}")]
+    Cluster(String),
+    /// A role's configuration was refused.
+    #[error("{0}")]
+    Config(String),
+    /// Talking to the dev cluster failed.
+    #[error("failed to {action}: {source}")]
+    Kube {
+        /// What was being done.
+        action: String,
+        /// The cause.
+        #[source]
+        source: kube::Error,
+    },
+    /// The CSI plugin did not come up.
+    #[error("the CSI plugin did not become ready: {0}")]
+    Csi(String),
+}
+
+/// A running dev environment.
+#[derive(Debug)]
+pub struct DevEnvironment {
+    /// The in-memory API server.
+    pub cluster: DevCluster,
+    /// Admin access to it.
+    pub access: KubeAccess,
+    /// The CSI node plugin.
+    pub driver: nico_csi_node::Driver,
+    workdir: PathBuf,
+    socket: PathBuf,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl DevEnvironment {
+    /// Starts the dev cluster, the issuer (with a development CA in `<workdir>/ca`), the
+    /// approver and the CSI plugin (socket `<workdir>/csi.sock`), and waits until the plugin is
+    /// ready.
+    pub async fn start(options: DevOptions) -> Result<Self, DevError> {
+        let workdir_error = |path: &Path| {
+            let path = path.to_owned();
+            move |source| DevError::Workdir { path, source }
+        };
+        std::fs::create_dir_all(&options.workdir).map_err(workdir_error(&options.workdir))?;
+        let workdir =
+            std::fs::canonicalize(&options.workdir).map_err(workdir_error(&options.workdir))?;
+
+        let cluster = DevCluster::start(DevClusterConfig::default())
+            .await
+            .map_err(|e| DevError::Cluster(e.to_string()))?;
+        let kubeconfig = cluster.kubeconfig_json();
+        let kubeconfig_path = workdir.join("kubeconfig");
+        std::fs::write(&kubeconfig_path, &kubeconfig).map_err(workdir_error(&kubeconfig_path))?;
+        let parsed =
+            Kubeconfig::from_yaml(&kubeconfig).map_err(|e| DevError::Cluster(e.to_string()))?;
+        let kube_config =
+            kube::Config::from_custom_kubeconfig(parsed, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| DevError::Cluster(e.to_string()))?;
+        let access = KubeAccess::from_config(kube_config);
+
+        let mut config = options.config;
+        let socket = workdir.join("csi.sock");
+        config.csi_node.node_id = DEV_NODE.to_owned();
+        config.csi_node.endpoint = socket.clone();
+        if let Some(duration) = options.duration {
+            config.csi_node.duration = duration;
+        }
+        // Short lifetimes are the point of trying renewals out in dev.
+        config.approver.min_duration = "1m".to_owned();
+        config.issuer.issuers = vec![nico_issuer::IssuerConfig {
+            name: config.csi_node.issuer.name.clone(),
+            kind: config.csi_node.issuer.kind.clone(),
+            group: config.csi_node.issuer.group.clone(),
+            local_ca: Some(nico_issuer::LocalCaConfig {
+                certificate: workdir.join("ca/ca.crt"),
+                key: workdir.join("ca/ca.key"),
+                generate: true,
+                validity: "8760h".to_owned(),
+            }),
+        }];
+        let csi = config
+            .csi_node
+            .validate()
+            .map_err(|e| DevError::Config(e.to_string()))?;
+        let approver = config
+            .approver
+            .validate()
+            .map_err(|e| DevError::Config(e.to_string()))?;
+        let issuer = config
+            .issuer
+            .validate()
+            .map_err(|e| DevError::Config(e.to_string()))?;
+
+        let shutdown = CancellationToken::new();
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn({
+            let (access, shutdown) = (access.clone(), shutdown.clone());
+            async move {
+                if let Err(e) = nico_issuer::run(issuer, access, shutdown).await {
+                    error!(error = %e, "issuer stopped");
+                }
+            }
+        }));
+        tasks.push(tokio::spawn({
+            let (access, shutdown) = (access.clone(), shutdown.clone());
+            async move {
+                if let Err(e) = nico_approver::run(approver, access, shutdown).await {
+                    error!(error = %e, "approver stopped");
+                }
+            }
+        }));
+        let driver = nico_csi_node::Driver::start(csi, access.clone(), shutdown.clone())
+            .map_err(|e| DevError::Csi(e.to_string()))?;
+        tasks.push(tokio::spawn({
+            let (driver, socket, shutdown) = (driver.clone(), socket.clone(), shutdown.clone());
+            async move {
+                if let Err(e) = nico_csi_node::serve(driver, &socket, shutdown).await {
+                    error!(error = %e, "CSI server stopped");
+                }
+            }
+        }));
+        let environment = Self {
+            cluster,
+            access,
+            driver,
+            workdir,
+            socket,
+            shutdown,
+            tasks,
+        };
+        environment.wait_until_ready().await?;
+        Ok(environment)
+    }
+
+    async fn wait_until_ready(&self) -> Result<(), DevError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.socket.exists() && self.driver.is_ready() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(DevError::Csi("not ready after 30s".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The kubeconfig written for kubectl.
+    pub fn kubeconfig_path(&self) -> PathBuf {
+        self.workdir.join("kubeconfig")
+    }
+
+    /// The CSI socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The work directory (absolute).
+    pub fn workdir(&self) -> &Path {
+        &self.workdir
+    }
+
+    /// A kubelet stand-in connected to the CSI socket, using the admin account for
+    /// TokenRequests as kubelet uses its node account.
+    pub async fn kubelet(&self) -> Result<Kubelet, KubeletError> {
+        let client = self
+            .access
+            .client()
+            .map_err(|e| KubeletError::Setup(e.to_string()))?;
+        Kubelet::connect(
+            &self.socket,
+            client,
+            self.driver.settings().driver_name.clone(),
+        )
+        .await
+    }
+
+    /// Creates (if needed) the namespace and service account, then a pod on the dev node
+    /// with an inline CSI volume. Its files will appear in `<workdir>/pods/<ns>/<pod>`.
+    pub async fn create_demo_pod(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        pod_name: &str,
+    ) -> Result<PodVolume, DevError> {
+        let client = self
+            .access
+            .client()
+            .map_err(|e| DevError::Cluster(e.to_string()))?;
+        let kube_error = |action: String| move |source| DevError::Kube { action, source };
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let namespace_object = Namespace {
+            metadata: ObjectMeta {
+                name: Some(namespace.to_owned()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        create_if_absent(
+            namespaces
+                .create(&PostParams::default(), &namespace_object)
+                .await,
+        )
+        .map_err(kube_error(format!("create namespace {namespace}")))?;
+        let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+        let account = ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some(service_account.to_owned()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        create_if_absent(accounts.create(&PostParams::default(), &account).await).map_err(
+            kube_error(format!(
+                "create service account {namespace}/{service_account}"
+            )),
+        )?;
+        let driver_name = self.driver.settings().driver_name.clone();
+        let pod = Pod {
+            metadata: ObjectMeta {
+                name: Some(pod_name.to_owned()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                service_account_name: Some(service_account.to_owned()),
+                node_name: Some(DEV_NODE.to_owned()),
+                containers: vec![Container {
+                    name: "app".into(),
+                    image: Some("registry.k8s.io/pause:3.10".into()),
+                    volume_mounts: Some(vec![VolumeMount {
+                        name: "spiffe".into(),
+                        mount_path: "/var/run/secrets/spiffe.io".into(),
+                        read_only: Some(true),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }],
+                volumes: Some(vec![Volume {
+                    name: "spiffe".into(),
+                    csi: Some(CSIVolumeSource {
+                        driver: driver_name,
+                        read_only: Some(true),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let created = Api::<Pod>::namespaced(client, namespace)
+            .create(&PostParams::default(), &pod)
+            .await
+            .map_err(kube_error(format!("create pod {namespace}/{pod_name}")))?;
+        let uid = created.metadata.uid.unwrap_or_default();
+        Ok(PodVolume::new(
+            namespace,
+            pod_name,
+            &uid,
+            service_account,
+            self.workdir.join("pods").join(namespace).join(pod_name),
+            self.driver.settings().files.clone(),
+        ))
+    }
+
+    /// Stops every role and the dev cluster.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        self.cluster.shutdown().await;
+    }
+}
+
+fn create_if_absent<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,406 @@
+//! Getting a certificate for a volume: key and CSR on this node, a CertificateRequest created
+//! as the pod, the answer awaited through one shared watch, and checked before use.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{FutureExt as _, StreamExt as _};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use nico_csr::PrivateKey;
+use nico_k8s_types::{
+    CertificateRequest, CertificateRequestSpec, IDENTITY_ANNOTATION, RequestState, SPIFFE_USAGES,
+};
+use nico_runtime::{KubeAccess, KubeAccessError};
+use nico_spiffe_id::SpiffeId;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::Settings;
+use crate::request::{PodInfo, PodToken};
+use crate::result::{CheckedChain, ResultError, check_issued};
+
+/// Label with a hash of the node that created a request; the driver watches only these.
+pub(crate) const NODE_LABEL: &str = "identity.nico.io/node-hash";
+/// Label with a hash of the volume a request is for.
+pub(crate) const VOLUME_LABEL: &str = "identity.nico.io/volume-hash";
+
+/// A key and the checked chain signed for it.
+pub(crate) struct Issued {
+    pub(crate) key: PrivateKey,
+    pub(crate) chain: CheckedChain,
+    pub(crate) request_name: String,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("serial", &self.chain.serial)
+            .field("request_name", &self.request_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a volume did not get a certificate.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum IssueError {
+    #[error("failed to generate a key: {0}")]
+    Key(#[source] nico_csr::KeyError),
+    #[error("failed to build the CSR: {0}")]
+    Csr(#[source] nico_csr::BuildCsrError),
+    #[error("failed to build a client for the pod's token: {0}")]
+    Client(#[source] KubeAccessError),
+    #[error(
+        "service account {namespace}/{service_account} may not create certificaterequests in \
+         namespace {namespace}: grant it `create` on certificaterequests.cert-manager.io"
+    )]
+    Forbidden {
+        namespace: String,
+        service_account: String,
+    },
+    #[error("the API server rejected the pod's service-account token")]
+    Unauthenticated,
+    #[error("failed to create a certificaterequest: {0}")]
+    Create(#[source] kube::Error),
+    #[error("certificaterequest {namespace}/{name} was denied: {message}")]
+    Denied {
+        namespace: String,
+        name: String,
+        message: String,
+    },
+    #[error("certificaterequest {namespace}/{name} failed: {message}")]
+    Failed {
+        namespace: String,
+        name: String,
+        message: String,
+    },
+    #[error("certificaterequest {namespace}/{name} was deleted before it was issued")]
+    Deleted { namespace: String, name: String },
+    #[error("certificaterequest {namespace}/{name} was not issued within {waited:?}")]
+    TimedOut {
+        namespace: String,
+        name: String,
+        waited: Duration,
+    },
+    #[error(
+        "certificaterequest {namespace}/{name} was issued, but the result was refused: {reason}"
+    )]
+    BadResult {
+        namespace: String,
+        name: String,
+        reason: ResultError,
+    },
+}
+
+/// Creates requests and waits for their answers.
+#[derive(Clone)]
+pub(crate) struct Issuance {
+    settings: Arc<Settings>,
+    access: KubeAccess,
+    client: kube::Client,
+    requests: Store<CertificateRequest>,
+    changed: Arc<Notify>,
+    node_hash: String,
+}
+
+impl std::fmt::Debug for Issuance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuance")
+            .field("node_hash", &self.node_hash)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Issuance {
+    /// Starts the shared watch on this node's requests. It runs until `shutdown` fires.
+    pub(crate) fn start(
+        settings: Arc<Settings>,
+        access: KubeAccess,
+        shutdown: CancellationToken,
+    ) -> Result<Self, KubeAccessError> {
+        let client = access.client()?;
+        let node_hash = label_hash(&settings.node_id);
+        let (requests, writer) = reflector::store();
+        let changed = Arc::new(Notify::new());
+        let api: Api<CertificateRequest> = Api::all(client.clone());
+        let config = watcher::Config::default().labels(&format!("{NODE_LABEL}={node_hash}"));
+        let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+        let notify = changed.clone();
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            loop {
+                let event = tokio::select! {
+                    event = stream.next() => event,
+                    () = shutdown.cancelled() => break,
+                };
+                match event {
+                    Some(Ok(_)) => notify.notify_waiters(),
+                    Some(Err(error)) => {
+                        warn!(%error, "certificaterequest watch failed; retrying with backoff");
+                    }
+                    None => break,
+                }
+            }
+        });
+        Ok(Self {
+            settings,
+            access,
+            client,
+            requests,
+            changed,
+            node_hash,
+        })
+    }
+
+    /// Whether the shared watch has listed the existing requests.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.requests
+            .wait_until_ready()
+            .now_or_never()
+            .is_some_and(|ready| ready.is_ok())
+    }
+
+    /// Generates a key, requests a certificate for `id` as the pod, and waits for it.
+    pub(crate) async fn issue(
+        &self,
+        volume_id: &str,
+        pod: &PodInfo,
+        token: &PodToken,
+        id: &SpiffeId,
+    ) -> Result<Issued, IssueError> {
+        let key = PrivateKey::generate(self.settings.key_algorithm).map_err(IssueError::Key)?;
+        let csr = nico_csr::build_spiffe_csr(&key, id).map_err(IssueError::Csr)?;
+        let request = self.build_request(volume_id, pod, id, csr.into_bytes());
+        let as_pod = self
+            .access
+            .client_with_token(&token.token)
+            .map_err(IssueError::Client)?;
+        let created = Api::<CertificateRequest>::namespaced(as_pod, &pod.namespace)
+            .create(&PostParams::default(), &request)
+            .await
+            .map_err(|error| match &error {
+                kube::Error::Api(status) if status.code == 403 => IssueError::Forbidden {
+                    namespace: pod.namespace.clone(),
+                    service_account: pod.service_account.clone(),
+                },
+                kube::Error::Api(status) if status.code == 401 => IssueError::Unauthenticated,
+                _ => IssueError::Create(error),
+            })?;
+        let name = created.metadata.name.clone().unwrap_or_default();
+        info!(namespace = %pod.namespace, request = %name, spiffe_id = %id, "certificaterequest created");
+        self.delete_requests(&pod.namespace, volume_id, Some(&name))
+            .await;
+
+        let cr = self.wait_for_answer(&pod.namespace, &name).await?;
+        let status = cr.status.clone().unwrap_or_default();
+        let certificate = status.certificate.unwrap_or_default();
+        let ca = status.ca.unwrap_or_default();
+        let chain = check_issued(
+            &key,
+            id,
+            self.settings.duration,
+            &certificate,
+            &ca,
+            time::OffsetDateTime::now_utc(),
+        )
+        .map_err(|reason| IssueError::BadResult {
+            namespace: pod.namespace.clone(),
+            name: name.clone(),
+            reason,
+        })?;
+        Ok(Issued {
+            key,
+            chain,
+            request_name: name,
+        })
+    }
+
+    fn build_request(
+        &self,
+        volume_id: &str,
+        pod: &PodInfo,
+        id: &SpiffeId,
+        csr: Vec<u8>,
+    ) -> CertificateRequest {
+        // Keep generated names well inside the 253-character limit and DNS-shaped.
+        let prefix: String = pod
+            .name
+            .chars()
+            .take(40)
+            .map(|c| if c == '.' { '-' } else { c })
+            .collect();
+        let labels = BTreeMap::from([
+            (NODE_LABEL.to_owned(), self.node_hash.clone()),
+            (VOLUME_LABEL.to_owned(), label_hash(volume_id)),
+        ]);
+        CertificateRequest {
+            metadata: ObjectMeta {
+                generate_name: Some(format!("{}-", prefix.trim_end_matches('-'))),
+                namespace: Some(pod.namespace.clone()),
+                labels: Some(labels),
+                annotations: Some(BTreeMap::from([(
+                    IDENTITY_ANNOTATION.to_owned(),
+                    id.to_string(),
+                )])),
+                owner_references: Some(vec![OwnerReference {
+                    api_version: "v1".into(),
+                    kind: "Pod".into(),
+                    name: pod.name.clone(),
+                    uid: pod.uid.clone(),
+                    ..OwnerReference::default()
+                }]),
+                ..ObjectMeta::default()
+            },
+            spec: CertificateRequestSpec {
+                request: csr,
+                issuer_ref: self.settings.issuer.clone(),
+                duration: Some(go_duration(self.settings.duration)),
+                usages: Some(SPIFFE_USAGES.iter().map(|u| (*u).to_owned()).collect()),
+                is_ca: Some(false),
+                ..CertificateRequestSpec::default()
+            },
+            status: None,
+        }
+    }
+
+    /// Waits until the request is issued, denied, failed or gone, or the publish bound passes.
+    async fn wait_for_answer(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Arc<CertificateRequest>, IssueError> {
+        let key = ObjectRef::<CertificateRequest>::new(name).within(namespace);
+        let waited = self.settings.publish_timeout;
+        let deadline = tokio::time::Instant::now() + waited;
+        let mut seen = false;
+        loop {
+            // Register interest before looking, so a change between the two is not missed.
+            let notified = self.changed.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            match self.requests.get(&key) {
+                Some(cr) => {
+                    seen = true;
+                    match cr.state() {
+                        RequestState::Issued => return Ok(cr),
+                        RequestState::Denied(message) => {
+                            return Err(IssueError::Denied {
+                                namespace: namespace.into(),
+                                name: name.into(),
+                                message,
+                            });
+                        }
+                        RequestState::Failed(message) => {
+                            return Err(IssueError::Failed {
+                                namespace: namespace.into(),
+                                name: name.into(),
+                                message,
+                            });
+                        }
+                        RequestState::Pending | RequestState::Approved => {}
+                    }
+                }
+                None if seen => {
+                    return Err(IssueError::Deleted {
+                        namespace: namespace.into(),
+                        name: name.into(),
+                    });
+                }
+                None => {}
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(IssueError::TimedOut {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                    waited,
+                });
+            }
+        }
+    }
+
+    /// Deletes the requests of a volume except `keep`. Best effort: a failure is logged and
+    /// the next issuance tries again.
+    pub(crate) async fn delete_requests(
+        &self,
+        namespace: &str,
+        volume_id: &str,
+        keep: Option<&str>,
+    ) {
+        let api: Api<CertificateRequest> = Api::namespaced(self.client.clone(), namespace);
+        let selector = format!(
+            "{NODE_LABEL}={},{VOLUME_LABEL}={}",
+            self.node_hash,
+            label_hash(volume_id)
+        );
+        let list = match api
+            .list_metadata(&ListParams::default().labels(&selector))
+            .await
+        {
+            Ok(list) => list,
+            Err(error) => {
+                warn!(namespace, %error, "failed to list old certificaterequests");
+                return;
+            }
+        };
+        for item in list.items {
+            let Some(name) = item.metadata.name else {
+                continue;
+            };
+            if Some(name.as_str()) == keep {
+                continue;
+            }
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => debug!(namespace, request = %name, "old certificaterequest deleted"),
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(error) => {
+                    warn!(namespace, request = %name, %error, "failed to delete old certificaterequest")
+                }
+            }
+        }
+    }
+}
+
+/// A label-safe digest: 32 hex characters of SHA-256.
+pub(crate) fn label_hash(value: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.as_bytes());
+    digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Go's spelling of a whole-second duration, as cert-manager writes it (`1h0m0s`).
+fn go_duration(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_spelled_like_go() {
+        assert_eq!(go_duration(Duration::from_secs(3600)), "1h0m0s");
+        assert_eq!(go_duration(Duration::from_secs(5400)), "1h30m0s");
+        assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(go_duration(Duration::from_secs(45)), "45s");
+    }
+
+    #[test]
+    fn label_hashes_are_valid_label_values() {
+        let hash = label_hash("csi-0123");
+        assert_eq!(hash.len(), 32);
+        assert!(hash.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(hash, label_hash("csi-0124"));
+    }
+}
