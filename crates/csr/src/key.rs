@@ -70,7 +70,7 @@ pub enum KeyError {
     },
 
     /// The crypto library failed to generate a key.
-    #[error("failed to generate a {algorithm} key")]
+    #[error("failed to generate a key of type {algorithm}")]
     Generate {
         /// The algorithm asked for.
         algorithm: KeyAlgorithm,
