@@ -43,6 +43,8 @@ pub(crate) enum ResultError {
     },
     #[error("the issuer returned no root certificate (status.ca is empty)")]
     NoRoot,
+    #[error("no root in status.ca issued the chain in status.certificate")]
+    Unanchored,
     #[error("failed to parse the leaf certificate: {0}")]
     Leaf(#[source] CertificateError),
 }
@@ -73,13 +75,29 @@ pub(crate) fn check_issued(
         nico_csr::pem_to_ders(ca).map_err(ResultError::CaPem)?
     };
     let first = issued.first().cloned().ok_or(ResultError::LeafNotFirst)?;
-    let chain = nico_csr::split_chain(issued.into_iter().chain(roots).collect())
-        .map_err(ResultError::Chain)?;
+    // The chain is built from status.certificate alone; status.ca may hold several roots
+    // (old and new during a CA rotation), and all of them go into ca.crt.
+    let chain = nico_csr::split_chain(issued).map_err(ResultError::Chain)?;
     if chain.leaf != first {
         return Err(ResultError::LeafNotFirst);
     }
-    if chain.roots.is_empty() {
+    let mut bundle = roots;
+    for root in &chain.roots {
+        if !bundle.contains(root) {
+            bundle.push(root.clone());
+        }
+    }
+    if bundle.is_empty() {
         return Err(ResultError::NoRoot);
+    }
+    if chain.roots.is_empty() {
+        let top = chain.intermediates.last().unwrap_or(&chain.leaf);
+        let anchored = bundle
+            .iter()
+            .any(|root| nico_csr::split_chain(vec![top.clone(), root.clone()]).is_ok());
+        if !anchored {
+            return Err(ResultError::Unanchored);
+        }
     }
     let leaf = nico_csr::parse_certificate(&chain.leaf).map_err(ResultError::Leaf)?;
     if leaf.spki_der() != key.spki_der().as_slice() {
@@ -112,7 +130,7 @@ pub(crate) fn check_issued(
     }
     Ok(CheckedChain {
         certificate_chain_pem: chain.certificate_chain_pem(),
-        ca_pem: nico_csr::ders_to_pem(&chain.roots),
+        ca_pem: nico_csr::ders_to_pem(&bundle),
         serial: leaf.serial_hex().to_owned(),
         not_before,
         not_after,
@@ -214,6 +232,17 @@ mod tests {
     }
 
     #[test]
+    fn every_root_of_a_rotating_ca_reaches_ca_crt() {
+        let (old, new, key) = (make_ca("old root"), make_ca("new root"), key());
+        let cert = leaf(&new, &key, &[id().as_str()], time::Duration::hours(1));
+        let bundle = format!("{}{}", old.cert_pem, new.cert_pem);
+        let now = OffsetDateTime::now_utc();
+        let checked =
+            check_issued(&key, &id(), HOUR, cert.as_bytes(), bundle.as_bytes(), now).unwrap();
+        assert_eq!(checked.ca_pem.matches("BEGIN CERTIFICATE").count(), 2);
+    }
+
+    #[test]
     fn every_bad_answer_is_refused() {
         let (ca, key, other_key) = (make_ca("root"), key(), self::key());
         let now = OffsetDateTime::now_utc();
@@ -278,6 +307,15 @@ mod tests {
             ),
             (
                 check(&good, &make_ca("other root").cert_pem, now).unwrap_err(),
+                "no root in status.ca",
+            ),
+            (
+                check(
+                    &format!("{good}{}", make_ca("stray").cert_pem),
+                    &ca.cert_pem,
+                    now,
+                )
+                .unwrap_err(),
                 "do not form a chain",
             ),
             (check(&good, "", now).unwrap_err(), "no root"),
