@@ -43,5 +43,8 @@ fn main() -> anyhow::Result<()> {
 fn workspace_root() -> std::path::PathBuf {
     let manifest_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     // invariant: xtask/Cargo.toml sits directly under the workspace root.
-    manifest_dir.parent().expect("xtask has a parent directory").to_owned()
+    manifest_dir
+        .parent()
+        .expect("xtask has a parent directory")
+        .to_owned()
 }
