@@ -35,7 +35,7 @@ pub(crate) fn run(check: bool) -> anyhow::Result<()> {
     let target = root.join(OUTPUT);
     let committed = fs::read_to_string(&target).unwrap_or_default();
     if committed == generated {
-        println!("{OUTPUT} is up to date");
+        eprintln!("{OUTPUT} is up to date");
         return Ok(());
     }
     if check {
@@ -45,6 +45,6 @@ pub(crate) fn run(check: bool) -> anyhow::Result<()> {
         fs::create_dir_all(parent).with_context(|| format!("failed to create {parent:?}"))?;
     }
     fs::write(&target, generated).with_context(|| format!("failed to write {OUTPUT}"))?;
-    println!("wrote {OUTPUT}");
+    eprintln!("wrote {OUTPUT}");
     Ok(())
 }

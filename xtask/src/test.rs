@@ -17,7 +17,7 @@ pub(crate) fn run(extra: &[String]) -> anyhow::Result<()> {
     if nextest {
         cmd.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
     } else {
-        println!("cargo-nextest not found, falling back to cargo test");
+        eprintln!("cargo-nextest not found, falling back to cargo test");
         cmd.args(["test", "--workspace", "--no-fail-fast"]);
     }
     cmd.args(extra).current_dir(&root);

@@ -188,10 +188,10 @@ impl Driver {
         let slot = self.lock_volumes().remove(volume_id);
         self.inner.renewals.cancel(volume_id);
         let mut namespace = None;
-        if let Some(slot) = slot {
-            if let Some(volume) = slot.state.lock().await.take() {
-                namespace = Some(volume.request.pod.namespace.clone());
-            }
+        if let Some(slot) = slot
+            && let Some(volume) = slot.state.lock().await.take()
+        {
+            namespace = Some(volume.request.pod.namespace.clone());
         }
         files::remove_volume_files(target_path, &self.inner.settings.files).map_err(|e| {
             Status::internal(format!(
@@ -282,20 +282,20 @@ impl Driver {
         };
         let mut state = slot.state.lock().await;
         let Some(volume) = state.as_mut() else { return };
-        if let Some(expires) = volume.request.token.expires {
-            if expires <= jiff::Timestamp::now() {
-                // kubelet republishes with a fresh token (requiresRepublish); retry after that.
-                volume.failures += 1;
-                warn!(
-                    volume_id,
-                    "pod token expired; waiting for kubelet to republish"
-                );
-                let delay = retry_delay(volume.failures);
-                self.inner
-                    .renewals
-                    .schedule(volume_id, tokio::time::Instant::now() + delay);
-                return;
-            }
+        if let Some(expires) = volume.request.token.expires
+            && expires <= jiff::Timestamp::now()
+        {
+            // kubelet republishes with a fresh token (requiresRepublish); retry after that.
+            volume.failures += 1;
+            warn!(
+                volume_id,
+                "pod token expired; waiting for kubelet to republish"
+            );
+            let delay = retry_delay(volume.failures);
+            self.inner
+                .renewals
+                .schedule(volume_id, tokio::time::Instant::now() + delay);
+            return;
         }
         let request = volume.request.clone();
         match self.issue_and_write(&request, &volume.spiffe_id).await {

@@ -117,10 +117,8 @@ fn remove_old_generations(target: &Path, current: &str) {
             && name != current
             && name != DATA_LINK
             && entry.file_type().is_ok_and(|t| t.is_dir());
-        if is_generation {
-            if let Err(error) = fs::remove_dir_all(entry.path()) {
-                tracing::warn!(path = %entry.path().display(), %error, "failed to remove old files");
-            }
+        if is_generation && let Err(error) = fs::remove_dir_all(entry.path()) {
+            tracing::warn!(path = %entry.path().display(), %error, "failed to remove old files");
         }
     }
 }
