@@ -75,9 +75,9 @@ pub fn load(
         figment = figment.merge(Toml::file_exact(file));
     }
     figment = figment.merge(Env::prefixed("NICO_").split("__").filter(|key| {
-        TOP_LEVEL_KEYS
-            .iter()
-            .any(|top| key.as_str().split('.').next() == Some(*top))
+        // Keys arrive in the variable's case: compare without it.
+        let first = key.as_str().split('.').next().unwrap_or_default();
+        TOP_LEVEL_KEYS.iter().any(|top| first.eq_ignore_ascii_case(top))
     }));
     for (key, value) in overrides {
         figment = figment.merge(Serialized::global(key, value));
@@ -144,6 +144,27 @@ mod tests {
         let config = load(Some(&path), &[("csi_node.node_id", "from-flag".into())]).unwrap();
         assert_eq!(config.csi_node.node_id, "from-flag");
         assert_eq!(config.csi_node.duration, "2h");
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_foreign_variables_are_ignored() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "[csi_node]\nnode_id = \"from-file\"\n")?;
+            jail.set_env("NICO_CSI_NODE__NODE_ID", "from-env");
+            jail.set_env("NICO_APPROVER__MAX_DURATION", "12h");
+            // Set by Kubernetes for a Service named nico-identity-webhook, and by clap.
+            jail.set_env("NICO_IDENTITY_WEBHOOK_SERVICE_HOST", "10.0.0.1");
+            jail.set_env("NICO_CONFIG", "c.toml");
+            let config = load(Some(Path::new("c.toml")), &[]).map_err(|e| e.to_string())?;
+            assert_eq!(config.csi_node.node_id, "from-env");
+            assert_eq!(config.approver.max_duration, "12h");
+            jail.set_env("NICO_CSI_NODE__NO_SUCH_KEY", "x");
+            let err = load(Some(Path::new("c.toml")), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("no_such_key"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]
