@@ -142,9 +142,14 @@ pub(crate) fn resource_list(group: &str, version: &str) -> Reply {
                               "kind": v.kind, "verbs": ["create"]}),
         );
     }
+    let group_version = if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    };
     let mut list = json!({
         "kind": "APIResourceList",
-        "groupVersion": if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") },
+        "groupVersion": group_version,
         "resources": resources,
     });
     if !group.is_empty() {

@@ -334,6 +334,9 @@ fn list_of(
     })
 }
 
+const BAD_CONTINUE: &str =
+    "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)";
+
 fn encode_continue(rv: u64, start: &str) -> String {
     let token = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": format!("{start}\u{0}")});
     URL_SAFE_NO_PAD.encode(token.to_string())
@@ -362,8 +365,8 @@ pub(crate) fn list(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
     let st = ctx.state.store.lock();
     let (objects, list_rv, start) = match ctx.param("continue").filter(|c| !c.is_empty()) {
         Some(token) => {
-            let (rv, start) = decode_continue(token)
-                .ok_or_else(|| ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)"))?;
+            let (rv, start) =
+                decode_continue(token).ok_or_else(|| ApiError::bad_request(BAD_CONTINUE))?;
             let objects = st.snapshot(def.storage, rv).map_err(|_| {
                 ApiError::expired(
                     "The provided continue parameter is too old to display a consistent list \
@@ -717,7 +720,8 @@ pub(crate) fn patch(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
     };
     let unknown = || {
         ApiError::unsupported_media_type(format!(
-            "the body of the request was in an unknown format - accepted media types include: {accepted}"
+            "the body of the request was in an unknown format - accepted media types include: \
+             {accepted}"
         ))
     };
     let kind = PatchType::from_content_type(ctx.content_type).ok_or_else(unknown)?;
@@ -1020,6 +1024,14 @@ fn delete_options(ctx: &Ctx<'_>) -> Result<DeleteOptions, ApiError> {
     Ok(opts)
 }
 
+/// The start of a failed-precondition message, up to "The object might have".
+fn precondition_failed(prefix: &str, name: &str, field: &str, wanted: &str, have: &str) -> String {
+    format!(
+        "Operation cannot be fulfilled on {prefix} {name:?}: the {field} in the precondition \
+         ({wanted}) does not match the {field} in record ({have}). The object might have"
+    )
+}
+
 /// DELETE one object.
 pub(crate) fn delete(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
     let def = t.def;
@@ -1038,12 +1050,9 @@ pub(crate) fn delete(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
         let have = meta_str(&old, "uid");
         if uid != have {
             let (prefix, details) = subject();
+            let message = precondition_failed(&prefix, name, "UID", uid, have);
             return Err(ApiError::conflict(
-                format!(
-                    "Operation cannot be fulfilled on {prefix} {name:?}: the UID in the precondition \
-                     ({uid}) does not match the UID in record ({have}). The object might have been \
-                     deleted and then recreated"
-                ),
+                format!("{message} been deleted and then recreated"),
                 details,
             ));
         }
@@ -1052,12 +1061,9 @@ pub(crate) fn delete(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
         let have = meta_str(&old, "resourceVersion");
         if rv != have {
             let (prefix, details) = subject();
+            let message = precondition_failed(&prefix, name, "ResourceVersion", rv, have);
             return Err(ApiError::conflict(
-                format!(
-                    "Operation cannot be fulfilled on {prefix} {name:?}: the ResourceVersion in the \
-                     precondition ({rv}) does not match the ResourceVersion in record ({have}). The \
-                     object might have been modified"
-                ),
+                format!("{message} been modified"),
                 details,
             ));
         }

@@ -333,7 +333,7 @@ struct SchemaErrors {
 }
 
 impl SchemaErrors {
-    fn expect(&mut self, v: Option<&Value>, field: &str, ty: &str) -> bool {
+    fn check_type(&mut self, v: Option<&Value>, field: &str, ty: &str) -> bool {
         let Some(v) = v else { return false };
         let actual = json_type_name(v);
         let ok = match ty {
@@ -347,14 +347,14 @@ impl SchemaErrors {
     }
 
     fn string_list(&mut self, v: Option<&Value>, field: &str) {
-        if self.expect(v, field, "array") {
+        if self.check_type(v, field, "array") {
             for (i, item) in v
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
                 .enumerate()
             {
-                self.expect(Some(item), &format!("{field}[{i}]"), "string");
+                self.check_type(Some(item), &format!("{field}[{i}]"), "string");
             }
         }
     }
@@ -365,14 +365,14 @@ fn validate_cr(obj: &Value, causes: &mut Vec<Cause>) {
     let spec = obj.get("spec");
     if spec.is_none_or(Value::is_null) {
         errs.required.push(Cause::required("spec"));
-    } else if errs.expect(spec, "spec", "object") {
+    } else if errs.check_type(spec, "spec", "object") {
         let field = |k: &str| spec.and_then(|s| s.get(k));
-        errs.expect(field("duration"), "spec.duration", "string");
-        errs.expect(field("isCA"), "spec.isCA", "boolean");
-        errs.expect(field("uid"), "spec.uid", "string");
-        errs.expect(field("username"), "spec.username", "string");
+        errs.check_type(field("duration"), "spec.duration", "string");
+        errs.check_type(field("isCA"), "spec.isCA", "boolean");
+        errs.check_type(field("uid"), "spec.uid", "string");
+        errs.check_type(field("username"), "spec.username", "string");
         errs.string_list(field("groups"), "spec.groups");
-        if errs.expect(field("extra"), "spec.extra", "object") {
+        if errs.check_type(field("extra"), "spec.extra", "object") {
             for (k, v) in field("extra")
                 .and_then(Value::as_object)
                 .into_iter()
@@ -384,34 +384,34 @@ fn validate_cr(obj: &Value, causes: &mut Vec<Cause>) {
         match field("issuerRef") {
             None | Some(Value::Null) => errs.required.push(Cause::required("spec.issuerRef")),
             Some(r) => {
-                if errs.expect(Some(r), "spec.issuerRef", "object") {
+                if errs.check_type(Some(r), "spec.issuerRef", "object") {
                     match r.get("name") {
                         None | Some(Value::Null) => {
                             errs.required.push(Cause::required("spec.issuerRef.name"));
                         }
                         name => {
-                            errs.expect(name, "spec.issuerRef.name", "string");
+                            errs.check_type(name, "spec.issuerRef.name", "string");
                         }
                     }
-                    errs.expect(r.get("kind"), "spec.issuerRef.kind", "string");
-                    errs.expect(r.get("group"), "spec.issuerRef.group", "string");
+                    errs.check_type(r.get("kind"), "spec.issuerRef.kind", "string");
+                    errs.check_type(r.get("group"), "spec.issuerRef.group", "string");
                 }
             }
         }
         match field("request") {
             None | Some(Value::Null) => errs.required.push(Cause::required("spec.request")),
             request => {
-                errs.expect(request, "spec.request", "string");
+                errs.check_type(request, "spec.request", "string");
             }
         }
-        if errs.expect(field("usages"), "spec.usages", "array") {
+        if errs.check_type(field("usages"), "spec.usages", "array") {
             let usages = field("usages")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten();
             for (i, u) in usages.enumerate() {
                 let f = format!("spec.usages[{i}]");
-                if errs.expect(Some(u), &f, "string") {
+                if errs.check_type(Some(u), &f, "string") {
                     let text = u.as_str().unwrap_or("");
                     if !USAGES.contains(&text) {
                         errs.unsupported.push(Cause::not_supported(f, text, USAGES));
@@ -427,14 +427,14 @@ fn validate_cr(obj: &Value, causes: &mut Vec<Cause>) {
 }
 
 fn validate_cr_status(status: Option<&Value>, errs: &mut SchemaErrors) {
-    if !errs.expect(status, "status", "object") {
+    if !errs.check_type(status, "status", "object") {
         return;
     }
     let field = |k: &str| status.and_then(|s| s.get(k));
-    errs.expect(field("certificate"), "status.certificate", "string");
-    errs.expect(field("ca"), "status.ca", "string");
-    errs.expect(field("failureTime"), "status.failureTime", "string");
-    if !errs.expect(field("conditions"), "status.conditions", "array") {
+    errs.check_type(field("certificate"), "status.certificate", "string");
+    errs.check_type(field("ca"), "status.ca", "string");
+    errs.check_type(field("failureTime"), "status.failureTime", "string");
+    if !errs.check_type(field("conditions"), "status.conditions", "array") {
         return;
     }
     let conditions = field("conditions")
@@ -443,7 +443,7 @@ fn validate_cr_status(status: Option<&Value>, errs: &mut SchemaErrors) {
         .flatten();
     for (i, c) in conditions.enumerate() {
         let base = format!("status.conditions[{i}]");
-        if !errs.expect(Some(c), &base, "object") {
+        if !errs.check_type(Some(c), &base, "object") {
             continue;
         }
         for key in ["type", "status"] {
@@ -452,7 +452,7 @@ fn validate_cr_status(status: Option<&Value>, errs: &mut SchemaErrors) {
                     errs.required.push(Cause::required(format!("{base}.{key}")))
                 }
                 v => {
-                    errs.expect(v, &format!("{base}.{key}"), "string");
+                    errs.check_type(v, &format!("{base}.{key}"), "string");
                 }
             }
         }
@@ -464,9 +464,9 @@ fn validate_cr_status(status: Option<&Value>, errs: &mut SchemaErrors) {
             }
         }
         for key in ["reason", "message", "lastTransitionTime"] {
-            errs.expect(c.get(key), &format!("{base}.{key}"), "string");
+            errs.check_type(c.get(key), &format!("{base}.{key}"), "string");
         }
-        errs.expect(
+        errs.check_type(
             c.get("observedGeneration"),
             &format!("{base}.observedGeneration"),
             "integer",

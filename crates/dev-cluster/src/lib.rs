@@ -91,6 +91,10 @@ pub struct DevClusterConfig {
     pub token_success_cache: Duration,
     /// The largest request body accepted; bigger ones get 413.
     pub max_body_bytes: usize,
+    /// Treat requests without an `Authorization` header as the admin instead of answering
+    /// 401. kubectl (client-go) never sends credentials to a plain-HTTP server, so this is
+    /// how kubectl can drive a dev cluster. Off by default.
+    pub anonymous_is_admin: bool,
 }
 
 impl Default for DevClusterConfig {
@@ -102,6 +106,7 @@ impl Default for DevClusterConfig {
             watch_history: 10_000,
             token_success_cache: Duration::ZERO,
             max_body_bytes: 3 * 1024 * 1024,
+            anonymous_is_admin: false,
         }
     }
 }
@@ -181,7 +186,12 @@ impl DevCluster {
         let (stop, stopped) = signal::channel(false);
         let state = Arc::new(AppState {
             store,
-            auth: Authenticator::new(admin.clone(), signer, config.token_success_cache),
+            auth: Authenticator::new(
+                admin.clone(),
+                config.anonymous_is_admin,
+                signer,
+                config.token_success_cache,
+            ),
             authz: Box::new(authz::AllowAll),
             stamp_requester_identity: config.stamp_requester_identity,
             max_body_bytes: config.max_body_bytes,
@@ -229,7 +239,8 @@ impl DevCluster {
     }
 
     /// A kubeconfig for the admin user. It is JSON, which is also valid YAML, so kubectl
-    /// and `kube::Config` both read it.
+    /// and `kube::Config` both read it. kubectl drops the token of a plain-HTTP server,
+    /// so it needs [`DevClusterConfig::anonymous_is_admin`]; the kube client sends it.
     pub fn kubeconfig_json(&self) -> String {
         let config = json!({
             "apiVersion": "v1",

@@ -201,6 +201,20 @@ pub(crate) async fn entry(State(state): State<Arc<AppState>>, req: Request) -> R
     render(&state, reply, &audit_id)
 }
 
+/// Bodies of POST and PUT must be JSON: protobuf and CBOR get 415, after which client-go
+/// falls back to JSON.
+fn check_body_type(method: &Method, content_type: &str) -> Result<(), ApiError> {
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    let binary = media.contains("protobuf") || media.contains("cbor");
+    if (method == Method::POST || method == Method::PUT) && binary {
+        return Err(ApiError::unsupported_media_type(format!(
+            "the body of the request was in an unknown format - accepted media types include: \
+             application/json, application/yaml (not {media})"
+        )));
+    }
+    Ok(())
+}
+
 async fn serve(state: &Arc<AppState>, req: Request) -> Result<Reply, ApiError> {
     let (parts, body) = req.into_parts();
     let bytes = match Limited::new(body, state.max_body_bytes).collect().await {
@@ -244,6 +258,9 @@ async fn serve(state: &Arc<AppState>, req: Request) -> Result<Reply, ApiError> {
         body: &bytes,
     };
     let method = parts.method.clone();
+    if !matches!(route, Route::SelfSubjectReview) {
+        check_body_type(&method, ctx.content_type)?;
+    }
     match route {
         Route::Health => Err(ApiError::no_route()),
         Route::Version => get_only(&method).map(|()| discovery::version()),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
-use tokio::time::Instant;
+use tokio::time::{Instant, sleep_until};
 
 use crate::handlers::{Selection, check_rv_params};
 use crate::kinds::to_external;
@@ -150,6 +150,10 @@ struct Live {
 }
 
 impl Live {
+    fn bookmark_due(&self, at: Instant, deadline: Instant) -> bool {
+        self.bookmarks && at < deadline
+    }
+
     async fn run(
         mut self,
         state: Arc<AppState>,
@@ -187,7 +191,7 @@ impl Live {
                     // Lagging or closed: end the stream so the client re-watches.
                     Err(_) => return,
                 },
-                () = tokio::time::sleep_until(next_bookmark), if self.bookmarks && next_bookmark < deadline => {
+                () = sleep_until(next_bookmark), if self.bookmark_due(next_bookmark, deadline) => {
                     if tx.send(Ok(bookmark(self.def, self.last_rv, false))).await.is_err() {
                         return;
                     }

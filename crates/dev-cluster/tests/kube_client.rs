@@ -457,8 +457,7 @@ async fn service_account_tokens_stamp_and_expire_with_their_pod() {
 
     let garbage = with_token(&cluster, "not-a-token").await;
     let cms: Api<ConfigMap> = Api::namespaced(garbage, "default");
-    assert!(
-        matches!(cms.list(&ListParams::default()).await, Err(kube::Error::Api(ref s)) if s.code == 401)
-    );
+    assert!(matches!(cms.list(&ListParams::default()).await,
+                 Err(kube::Error::Api(ref s)) if s.code == 401));
     cluster.shutdown().await;
 }

@@ -505,7 +505,8 @@ fn encode(v: &str) -> String {
         .collect()
 }
 
-const STD_SPEC: &str = r#"{"request":"LS0tLS1CRUdJTi...<redacted base64 of a PEM CERTIFICATE REQUEST, 572 chars>",
+const STD_SPEC: &str = r#"{
+  "request":"LS0tLS1CRUdJTi...<redacted base64 of a PEM CERTIFICATE REQUEST, 572 chars>",
   "issuerRef":{"name":"my-issuer","kind":"ClusterIssuer","group":"cert-manager.io"},
   "usages":["digital signature","key encipherment","client auth","server auth"],
   "duration":"1h","isCA":false}"#;
@@ -1060,7 +1061,8 @@ async fn kube_wire_transcripts() {
         .count();
     let deferred_count: usize = deferred.values().map(Vec::len).sum();
     println!(
-        "kube-wire: {supported} supported ({passed} passing), {deferred_count} deferred (not passing):"
+        "kube-wire: {supported} supported ({passed} passing), \
+         {deferred_count} deferred (not passing):"
     );
     for (todo, rows) in &deferred {
         println!("  deferred to {todo}: {}", rows.len());
