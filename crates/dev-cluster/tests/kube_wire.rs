@@ -326,6 +326,9 @@ fn compare(exp: &Value, act: &Value, at: &str, key: &str, m: &mut Mapper, errs: 
     }
 }
 
+/// Method, path with query, headers and body of a request to send.
+type RequestParts = (String, String, Vec<(&'static str, String)>, Option<Vec<u8>>);
+
 struct Harness {
     cluster: DevCluster,
     map: Mapper,
@@ -421,10 +424,7 @@ impl Harness {
     }
 
     /// Builds the request of an exchange, with recorded values substituted.
-    fn request_parts(
-        &self,
-        ex: &Value,
-    ) -> (String, String, Vec<(&'static str, String)>, Option<Vec<u8>>) {
+    fn request_parts(&self, ex: &Value) -> RequestParts {
         let req = &ex["request"];
         let method = req["method"].as_str().unwrap_or("GET").to_owned();
         let mut query: Vec<(String, String)> = Vec::new();
@@ -432,14 +432,15 @@ impl Harness {
             let mut v = v.clone();
             self.map.substitute(&mut v);
             let mut text = v.as_str().unwrap_or("").to_owned();
-            if k == "resourceVersion" && text != "0" && !self.map.map.values().any(|x| *x == text) {
-                if text
+            if k == "resourceVersion"
+                && text != "0"
+                && !self.map.map.values().any(|x| *x == text)
+                && text
                     .parse::<u64>()
                     .is_ok_and(|n| n < self.oldest_recorded_rv)
-                {
-                    // Compacted on the recording server: ask for a revision compacted here.
-                    text = "1".to_owned();
-                }
+            {
+                // Compacted on the recording server: ask for a revision compacted here.
+                text = "1".to_owned();
             }
             query.push((k.clone(), text));
         }
@@ -719,10 +720,10 @@ async fn watch_side_requests(h: &Harness, id: &str, ex: &Value) -> Result<(), St
 fn check_headers(exp: &Value, a: &Answer, errs: &mut Vec<String>) {
     let get = |k: &str| a.headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("");
     for k in ["Content-Type", "Cache-Control"] {
-        if let Some(want) = exp[k].as_str() {
-            if get(k) != want {
-                errs.push(format!("header {k}: recorded {want:?}, here {:?}", get(k)));
-            }
+        if let Some(want) = exp[k].as_str()
+            && get(k) != want
+        {
+            errs.push(format!("header {k}: recorded {want:?}, here {:?}", get(k)));
         }
     }
     for k in [
@@ -965,12 +966,11 @@ fn lowest_rv(v: &Value, low: &mut u64) {
     match v {
         Value::Object(map) => {
             for (k, x) in map {
-                if k == "resourceVersion" {
-                    if let Some(n) = x.as_str().and_then(|s| s.parse::<u64>().ok()) {
-                        if n > 1000 {
-                            *low = (*low).min(n);
-                        }
-                    }
+                if k == "resourceVersion"
+                    && let Some(n) = x.as_str().and_then(|s| s.parse::<u64>().ok())
+                    && n > 1000
+                {
+                    *low = (*low).min(n);
                 }
                 lowest_rv(x, low);
             }
@@ -1060,14 +1060,14 @@ async fn kube_wire_transcripts() {
         .filter(|(_, r)| matches!(r, Row::Supported))
         .count();
     let deferred_count: usize = deferred.values().map(Vec::len).sum();
-    println!(
+    eprintln!(
         "kube-wire: {supported} supported ({passed} passing), \
          {deferred_count} deferred (not passing):"
     );
     for (todo, rows) in &deferred {
-        println!("  deferred to {todo}: {}", rows.len());
+        eprintln!("  deferred to {todo}: {}", rows.len());
         for row in rows {
-            println!("    {row}");
+            eprintln!("    {row}");
         }
     }
     assert!(
