@@ -40,6 +40,10 @@
 //!   subresources, and controllers (no garbage collector, scheduler or kubelet; the one
 //!   exception is namespace deletion, which removes the namespace's contents).
 //! - Strategic merge patch is approximated: lists with a known merge key merge by item.
+//! - kubectl: client-go sends no credentials to a plain-HTTP server, so kubectl needs
+//!   [`DevClusterConfig::anonymous_is_admin`]; its typed generators (`kubectl create
+//!   configmap ...`) send protobuf, which is refused with 415 (use `create -f`/`apply -f`
+//!   with `--validate=false`, as there is no OpenAPI document).
 
 mod auth;
 mod authz;
