@@ -77,7 +77,9 @@ pub fn load(
     figment = figment.merge(Env::prefixed("NICO_").split("__").filter(|key| {
         // Keys arrive in the variable's case: compare without it.
         let first = key.as_str().split('.').next().unwrap_or_default();
-        TOP_LEVEL_KEYS.iter().any(|top| first.eq_ignore_ascii_case(top))
+        TOP_LEVEL_KEYS
+            .iter()
+            .any(|top| first.eq_ignore_ascii_case(top))
     }));
     for (key, value) in overrides {
         figment = figment.merge(Serialized::global(key, value));
