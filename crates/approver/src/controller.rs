@@ -12,7 +12,7 @@ use nico_k8s_types::{
     RequestState,
 };
 use nico_policy::{Decision, SpiffeRequest};
-use tokio_util::sync::CancellationToken;
+use nico_runtime::RoleContext;
 use tracing::{debug, info, warn};
 
 use crate::config::Settings;
@@ -41,12 +41,9 @@ struct Context {
 }
 
 /// Runs the approver until `shutdown` fires.
-pub async fn run(
-    settings: Settings,
-    access: nico_runtime::KubeAccess,
-    shutdown: CancellationToken,
-) -> Result<(), RunError> {
-    let client = access.client()?;
+pub async fn run(settings: Settings, ctx: RoleContext) -> Result<(), RunError> {
+    let client = ctx.access.client()?;
+    let shutdown = ctx.shutdown.clone();
     let api: Api<CertificateRequest> = Api::all(client.clone());
     let context = Arc::new(Context { client, settings });
     info!(issuer = %context.settings.issuer, "approver started");

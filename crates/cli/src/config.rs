@@ -10,8 +10,11 @@ use serde::{Deserialize, Serialize};
 /// The top-level keys; environment variables that do not start with one of them (Kubernetes
 /// service links such as `NICO_IDENTITY_WEBHOOK_SERVICE_HOST`, clap's own `NICO_CONFIG`) are
 /// not configuration and are ignored rather than rejected.
-const TOP_LEVEL_KEYS: [&str; 6] = [
+const TOP_LEVEL_KEYS: [&str; 9] = [
     "kubeconfig",
+    "health_address",
+    "pod_name",
+    "pod_namespace",
     "log_format",
     "log_filter",
     "csi_node",
@@ -25,6 +28,13 @@ const TOP_LEVEL_KEYS: [&str; 6] = [
 pub struct FileConfig {
     /// Kubeconfig path; empty means KUBECONFIG, ~/.kube/config or in-cluster.
     pub kubeconfig: Option<PathBuf>,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served (plain HTTP).
+    pub health_address: std::net::SocketAddr,
+    /// This replica's name: the Lease holder identity and the reporter of Events. The chart
+    /// sets it from the pod name; it defaults to the host name.
+    pub pod_name: String,
+    /// The namespace this role runs in, where its Leases live.
+    pub pod_namespace: String,
     /// `text` or `json`.
     pub log_format: LogFormat,
     /// Default log filter (`RUST_LOG` syntax) when RUST_LOG is unset.
@@ -41,6 +51,9 @@ impl Default for FileConfig {
     fn default() -> Self {
         Self {
             kubeconfig: None,
+            health_address: std::net::SocketAddr::from(([0, 0, 0, 0], 9402)),
+            pod_name: default_pod_name(),
+            pod_namespace: default_pod_namespace(),
             log_format: LogFormat::Text,
             log_filter: "info".to_owned(),
             csi_node: Default::default(),
@@ -48,6 +61,24 @@ impl Default for FileConfig {
             issuer: Default::default(),
         }
     }
+}
+
+/// The host name (a pod's host name is its name), or `nico-identity` when it is unknown.
+fn default_pod_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "nico-identity".to_owned())
+}
+
+/// The namespace of the pod's service account, or `nico-identity` outside a pod.
+fn default_pod_namespace() -> String {
+    std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        .ok()
+        .map(|ns| ns.trim().to_owned())
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or_else(|| "nico-identity".to_owned())
 }
 
 /// A configuration that could not be read; the message names the file and key.
@@ -90,88 +121,101 @@ pub fn load(
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::result_large_err,
+    reason = "figment::Jail fixes the closure's error type to figment::Error"
+)]
 mod tests {
     use super::*;
 
+    /// Runs `test` holding figment's environment lock, so no test sees another's variables.
+    fn isolated(test: impl FnOnce(&mut figment::Jail) -> figment::error::Result<()>) {
+        figment::Jail::expect_with(test);
+    }
+
     #[test]
     fn every_sample_config_parses_and_validates() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config");
-        let mut seen = 0;
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().and_then(|e| e.to_str()) != Some("toml") {
-                continue;
+        isolated(|_| {
+            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config");
+            let mut seen = 0;
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+                    continue;
+                }
+                let config =
+                    load(Some(&path), &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let name = path.file_stem().unwrap().to_str().unwrap();
+                match name {
+                    "csi-node" => drop(config.csi_node.validate().unwrap()),
+                    "approver" | "dev" => drop(config.approver.validate().unwrap()),
+                    "issuer" => drop(config.issuer.validate().unwrap()),
+                    other => panic!("unexpected sample {other}.toml: add it to this test"),
+                }
+                seen += 1;
             }
-            let config =
-                load(Some(&path), &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let name = path.file_stem().unwrap().to_str().unwrap();
-            match name {
-                "csi-node" => {
-                    config.csi_node.validate().unwrap();
-                }
-                "approver" => {
-                    config.approver.validate().unwrap();
-                }
-                "issuer" => {
-                    config.issuer.validate().unwrap();
-                }
-                "dev" => {
-                    config.approver.validate().unwrap();
-                }
-                other => panic!("unexpected sample {other}.toml: add it to this test"),
-            }
-            seen += 1;
-        }
-        assert!(seen >= 4, "expected a sample per role, found {seen}");
+            assert!(seen >= 4, "expected a sample per role, found {seen}");
+            Ok(())
+        });
     }
 
     #[test]
     fn an_unknown_key_is_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bad.toml");
-        std::fs::write(&path, "[csi_node]\nnode_idd = \"x\"\n").unwrap();
-        let err = load(Some(&path), &[]).unwrap_err().to_string();
-        assert!(err.contains("node_idd"), "{err}");
+        isolated(|jail| {
+            jail.create_file("bad.toml", "[csi_node]\nnode_idd = \"x\"\n")?;
+            let err = load(Some(Path::new("bad.toml")), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("node_idd"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]
     fn flags_override_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.toml");
-        std::fs::write(
-            &path,
-            "[csi_node]\nnode_id = \"from-file\"\nduration = \"2h\"\n",
-        )
-        .unwrap();
-        let config = load(Some(&path), &[("csi_node.node_id", "from-flag".into())]).unwrap();
-        assert_eq!(config.csi_node.node_id, "from-flag");
-        assert_eq!(config.csi_node.duration, "2h");
+        isolated(|jail| {
+            jail.create_file(
+                "c.toml",
+                "[csi_node]\nnode_id = \"from-file\"\nduration = \"2h\"\n",
+            )?;
+            let config = load(
+                Some(Path::new("c.toml")),
+                &[("csi_node.node_id", "from-flag".into())],
+            )
+            .unwrap();
+            assert_eq!(config.csi_node.node_id, "from-flag");
+            assert_eq!(config.csi_node.duration, "2h");
+            Ok(())
+        });
     }
 
     #[test]
     fn environment_overrides_the_file_and_foreign_variables_are_ignored() {
-        figment::Jail::expect_with(|jail| {
+        isolated(|jail| {
             jail.create_file("c.toml", "[csi_node]\nnode_id = \"from-file\"\n")?;
             jail.set_env("NICO_CSI_NODE__NODE_ID", "from-env");
             jail.set_env("NICO_APPROVER__MAX_DURATION", "12h");
             // Set by Kubernetes for a Service named nico-identity-webhook, and by clap.
             jail.set_env("NICO_IDENTITY_WEBHOOK_SERVICE_HOST", "10.0.0.1");
             jail.set_env("NICO_CONFIG", "c.toml");
-            let config = load(Some(Path::new("c.toml")), &[]).map_err(|e| e.to_string())?;
+            let config = load(Some(Path::new("c.toml")), &[]).unwrap();
             assert_eq!(config.csi_node.node_id, "from-env");
             assert_eq!(config.approver.max_duration, "12h");
             jail.set_env("NICO_CSI_NODE__NO_SUCH_KEY", "x");
             let err = load(Some(Path::new("c.toml")), &[])
                 .unwrap_err()
                 .to_string();
-            assert!(err.contains("no_such_key"), "{err}");
+            assert!(err.contains("NO_SUCH_KEY"), "{err}");
             Ok(())
         });
     }
 
     #[test]
     fn a_missing_file_is_named() {
-        let err = load(Some(Path::new("/nonexistent/nico.toml")), &[]).unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/nico.toml"));
+        isolated(|_| {
+            let err = load(Some(Path::new("/nonexistent/nico.toml")), &[]).unwrap_err();
+            assert!(err.to_string().contains("/nonexistent/nico.toml"));
+            Ok(())
+        });
     }
 }

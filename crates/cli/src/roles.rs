@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use nico_runtime::{KubeAccess, init_logging, shutdown_signal};
+use nico_runtime::{KubeAccess, RoleContext, Telemetry, init_logging, shutdown_signal};
 use tokio_util::sync::CancellationToken;
 use tracing::error;
 
@@ -60,13 +60,31 @@ fn check_only(what: &str, debug: &dyn std::fmt::Debug) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn connect(config: &FileConfig) -> Result<KubeAccess, ExitCode> {
-    KubeAccess::load(config.kubeconfig.as_deref())
+/// Connects to the API server, starts the health and metrics endpoints and returns what the
+/// role runs with.
+async fn context(config: &FileConfig) -> Result<RoleContext, ExitCode> {
+    let access = KubeAccess::load(config.kubeconfig.as_deref())
         .await
         .map_err(|e| {
             error!(error = %e, "failed to set up the kube client");
             ExitCode::FAILURE
-        })
+        })?;
+    let shutdown = shutdown_token();
+    let telemetry = Telemetry::new();
+    telemetry
+        .serve(config.health_address, shutdown.clone())
+        .await
+        .map_err(|e| {
+            error!(error = %e, "failed to serve health and metrics");
+            ExitCode::FAILURE
+        })?;
+    Ok(RoleContext {
+        access,
+        telemetry,
+        shutdown,
+        identity: config.pod_name.clone(),
+        namespace: config.pod_namespace.clone(),
+    })
 }
 
 /// Cancelled on Ctrl-C or SIGTERM.
@@ -89,13 +107,13 @@ async fn run_csi_node(global: &GlobalArgs, config: FileConfig) -> ExitCode {
     if global.check_config {
         return check_only("csi-node", &settings);
     }
-    let access = match connect(&config).await {
-        Ok(access) => access,
+    let ctx = match context(&config).await {
+        Ok(ctx) => ctx,
         Err(code) => return code,
     };
-    let shutdown = shutdown_token();
+    let shutdown = ctx.shutdown.clone();
     let endpoint = settings.endpoint.clone();
-    let driver = match nico_csi_node::Driver::start(settings, access, shutdown.clone()) {
+    let driver = match nico_csi_node::Driver::start(settings, &ctx) {
         Ok(driver) => driver,
         Err(e) => {
             error!(error = %e, "failed to start the CSI driver");
@@ -119,11 +137,11 @@ async fn run_approver(global: &GlobalArgs, config: FileConfig) -> ExitCode {
     if global.check_config {
         return check_only("approver", &settings);
     }
-    let access = match connect(&config).await {
-        Ok(access) => access,
+    let ctx = match context(&config).await {
+        Ok(ctx) => ctx,
         Err(code) => return code,
     };
-    match nico_approver::run(settings, access, shutdown_token()).await {
+    match nico_approver::run(settings, ctx).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = %e, "approver failed");
@@ -140,11 +158,11 @@ async fn run_issuer(global: &GlobalArgs, config: FileConfig) -> ExitCode {
     if global.check_config {
         return check_only("issuer", &settings);
     }
-    let access = match connect(&config).await {
-        Ok(access) => access,
+    let ctx = match context(&config).await {
+        Ok(ctx) => ctx,
         Err(code) => return code,
     };
-    match nico_issuer::run(settings, access, shutdown_token()).await {
+    match nico_issuer::run(settings, ctx).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = %e, "issuer failed");

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use nico_runtime::KubeAccess;
+use nico_runtime::RoleContext;
 use nico_spiffe_id::SpiffeId;
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
@@ -71,11 +71,11 @@ impl Driver {
     /// both stop when `shutdown` fires.
     pub fn start(
         settings: Settings,
-        access: KubeAccess,
-        shutdown: CancellationToken,
+        ctx: &RoleContext,
     ) -> Result<Self, nico_runtime::KubeAccessError> {
         let settings = Arc::new(settings);
-        let issuance = Issuance::start(settings.clone(), access, shutdown.clone())?;
+        let shutdown = ctx.shutdown.clone();
+        let issuance = Issuance::start(settings.clone(), ctx.access.clone(), shutdown.clone())?;
         let driver = Self {
             inner: Arc::new(Inner {
                 settings,

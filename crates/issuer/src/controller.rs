@@ -9,7 +9,7 @@ use kube::api::{Api, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use nico_k8s_types::{CertificateRequest, Condition, ConditionStatus, ConditionType, RequestState};
-use tokio_util::sync::CancellationToken;
+use nico_runtime::RoleContext;
 use tracing::{debug, info, warn};
 
 use crate::config::Settings;
@@ -49,12 +49,9 @@ struct Context {
 }
 
 /// Loads every CA, then signs until `shutdown` fires.
-pub async fn run(
-    settings: Settings,
-    access: nico_runtime::KubeAccess,
-    shutdown: CancellationToken,
-) -> Result<(), RunError> {
-    let client = access.client()?;
+pub async fn run(settings: Settings, ctx: RoleContext) -> Result<(), RunError> {
+    let client = ctx.access.client()?;
+    let shutdown = ctx.shutdown.clone();
     let mut backends = Vec::with_capacity(settings.issuers.len());
     for issuer in settings.issuers {
         let ca = LocalCa::load_or_generate(&issuer.local_ca).map_err(|source| RunError::Ca {

@@ -3,12 +3,14 @@
 //!
 //! Nothing here knows about certificates or SPIFFE; the roles build on it.
 
+mod context;
 mod kube_access;
 mod leader;
 mod logging;
 mod shutdown;
 mod telemetry;
 
+pub use context::RoleContext;
 pub use kube_access::{BearerToken, KubeAccess, KubeAccessError};
 pub use leader::{LeaderError, LeaseConfig, run_as_leader};
 pub use logging::{LogFormat, init_logging};

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::Router;
 use axum::extract::State;
@@ -76,16 +76,23 @@ impl ReadyFlag {
     }
 }
 
-/// Collects metrics from the roles of this process, then serves them.
-#[derive(Debug, Default)]
+/// The metrics registry and readiness checks of this process, shared by its roles. Cheap to
+/// clone; metrics can be registered at any time, before or after serving starts.
+#[derive(Clone, Debug)]
 pub struct Telemetry {
-    registry: Registry,
+    registry: Arc<RwLock<Registry>>,
     readiness: Readiness,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 #[derive(Clone)]
 struct Shared {
-    registry: Arc<Registry>,
+    registry: Arc<RwLock<Registry>>,
     readiness: Readiness,
 }
 
@@ -93,14 +100,19 @@ impl Telemetry {
     /// An empty registry under the `nico_identity` prefix.
     pub fn new() -> Self {
         Self {
-            registry: Registry::with_prefix("nico_identity"),
+            registry: Arc::new(RwLock::new(Registry::with_prefix("nico_identity"))),
             readiness: Readiness::default(),
         }
     }
 
-    /// The registry a role registers its metrics in (`nico_identity_<role>_...`).
-    pub fn registry(&mut self, role: &str) -> &mut Registry {
-        self.registry.sub_registry_with_prefix(role)
+    /// Registers a role's metrics under `nico_identity_<role>_`.
+    pub fn register(&self, role: &str, register: impl FnOnce(&mut Registry)) {
+        // Registration only appends: a registry poisoned by a panicking closure is usable.
+        let mut registry = self
+            .registry
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        register(registry.sub_registry_with_prefix(role));
     }
 
     /// The readiness checks.
@@ -110,7 +122,7 @@ impl Telemetry {
 
     /// Binds `addr` and serves until `shutdown`; returns the bound address (useful with port 0).
     pub async fn serve(
-        self,
+        &self,
         addr: SocketAddr,
         shutdown: CancellationToken,
     ) -> Result<SocketAddr, TelemetryError> {
@@ -121,8 +133,8 @@ impl Telemetry {
             .local_addr()
             .map_err(|source| TelemetryError::Bind { addr, source })?;
         let shared = Shared {
-            registry: Arc::new(self.registry),
-            readiness: self.readiness,
+            registry: self.registry.clone(),
+            readiness: self.readiness.clone(),
         };
         let app = Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
@@ -157,7 +169,11 @@ async fn readyz(State(shared): State<Shared>) -> impl IntoResponse {
 
 async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
     let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &shared.registry) {
+    let registry = shared
+        .registry
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match prometheus_client::encoding::text::encode(&mut body, &registry) {
         Ok(()) => (
             StatusCode::OK,
             [(
@@ -192,11 +208,11 @@ mod tests {
 
     #[tokio::test]
     async fn readiness_follows_every_check_and_metrics_are_served() {
-        let mut telemetry = Telemetry::new();
+        let telemetry = Telemetry::new();
         let counter = Counter::<u64>::default();
-        telemetry
-            .registry("approver")
-            .register("decisions", "Decisions made", counter.clone());
+        telemetry.register("approver", |registry| {
+            registry.register("decisions", "Decisions made", counter.clone());
+        });
         counter.inc();
         let readiness = telemetry.readiness();
         let (cache, leader) = (readiness.register("cache"), readiness.register("leader"));

@@ -1,5 +1,6 @@
 //! Starting the dev cluster and every role in this process.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use k8s_openapi::api::core::v1::{
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use nico_dev_cluster::{DevCluster, DevClusterConfig};
-use nico_runtime::KubeAccess;
+use nico_runtime::{KubeAccess, RoleContext, Telemetry};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::error;
@@ -72,6 +73,10 @@ pub struct DevEnvironment {
     pub access: KubeAccess,
     /// The CSI node plugin.
     pub driver: nico_csi_node::Driver,
+    /// Metrics and readiness of every role.
+    pub telemetry: Telemetry,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub health: SocketAddr,
     workdir: PathBuf,
     socket: PathBuf,
     shutdown: CancellationToken,
@@ -139,25 +144,37 @@ impl DevEnvironment {
             .map_err(|e| DevError::Config(e.to_string()))?;
 
         let shutdown = CancellationToken::new();
+        let telemetry = Telemetry::new();
+        let health = telemetry
+            .serve(SocketAddr::from(([127, 0, 0, 1], 0)), shutdown.clone())
+            .await
+            .map_err(|e| DevError::Cluster(e.to_string()))?;
+        let ctx = RoleContext {
+            access: access.clone(),
+            telemetry: telemetry.clone(),
+            shutdown: shutdown.clone(),
+            identity: "nico-identity-dev".to_owned(),
+            namespace: "default".to_owned(),
+        };
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn({
-            let (access, shutdown) = (access.clone(), shutdown.clone());
+            let ctx = ctx.clone();
             async move {
-                if let Err(e) = nico_issuer::run(issuer, access, shutdown).await {
+                if let Err(e) = nico_issuer::run(issuer, ctx).await {
                     error!(error = %e, "issuer stopped");
                 }
             }
         }));
         tasks.push(tokio::spawn({
-            let (access, shutdown) = (access.clone(), shutdown.clone());
+            let ctx = ctx.clone();
             async move {
-                if let Err(e) = nico_approver::run(approver, access, shutdown).await {
+                if let Err(e) = nico_approver::run(approver, ctx).await {
                     error!(error = %e, "approver stopped");
                 }
             }
         }));
-        let driver = nico_csi_node::Driver::start(csi, access.clone(), shutdown.clone())
-            .map_err(|e| DevError::Csi(e.to_string()))?;
+        let driver =
+            nico_csi_node::Driver::start(csi, &ctx).map_err(|e| DevError::Csi(e.to_string()))?;
         tasks.push(tokio::spawn({
             let (driver, socket, shutdown) = (driver.clone(), socket.clone(), shutdown.clone());
             async move {
@@ -170,6 +187,8 @@ impl DevEnvironment {
             cluster,
             access,
             driver,
+            telemetry,
+            health,
             workdir,
             socket,
             shutdown,
