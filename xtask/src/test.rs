@@ -6,6 +6,7 @@ use anyhow::{Context, bail};
 
 pub(crate) fn run(extra: &[String]) -> anyhow::Result<()> {
     crate::codegen::run(true)?;
+    check_testdata_copy()?;
 
     let root = crate::workspace_root();
     let nextest = Command::new("cargo")
@@ -34,6 +35,45 @@ pub(crate) fn run(extra: &[String]) -> anyhow::Result<()> {
             .context("failed to start doc tests")?;
         if !status.success() {
             bail!("doc tests failed ({status})");
+        }
+    }
+    Ok(())
+}
+
+/// The repository carries a copy of the workplace's shared test data so a clean checkout is
+/// self-contained; when the original sits beside the checkout, the copy must equal it.
+fn check_testdata_copy() -> anyhow::Result<()> {
+    let root = crate::workspace_root();
+    let shared = root.join("../shared/testdata");
+    if !shared.is_dir() {
+        eprintln!("../shared/testdata not found beside the checkout: using the committed copy");
+        return Ok(());
+    }
+    let mut stale = Vec::new();
+    compare_dirs(&shared, &root.join("testdata"), &mut stale)?;
+    if !stale.is_empty() {
+        bail!(
+            "testdata/ differs from ../shared/testdata in {stale:?}: refresh it as \
+             testdata/README.md says"
+        );
+    }
+    Ok(())
+}
+
+fn compare_dirs(
+    original: &std::path::Path,
+    copy: &std::path::Path,
+    stale: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let entries = std::fs::read_dir(original)
+        .with_context(|| format!("failed to read {}", original.display()))?;
+    for entry in entries {
+        let entry = entry?;
+        let (from, to) = (entry.path(), copy.join(entry.file_name()));
+        if entry.file_type()?.is_dir() {
+            compare_dirs(&from, &to, stale)?;
+        } else if std::fs::read(&from).ok() != std::fs::read(&to).ok() {
+            stale.push(to.display().to_string());
         }
     }
     Ok(())

@@ -163,7 +163,7 @@ const RECORDER_UA: &str = "kube-wire-recorder/0.1";
 fn transcript_dir() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/testdata/kube-wire"
+        "/../../testdata/kube-wire"
     ))
 }
 

@@ -4,7 +4,7 @@ use nico_spiffe_id::SpiffeId;
 
 const TABLE: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/testdata/spiffe-ids.tsv"
+    "/../../testdata/spiffe-ids.tsv"
 ));
 
 #[test]
