@@ -3,38 +3,73 @@
 use std::fmt;
 use std::str::FromStr;
 
-use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, PublicKeyData};
+use rcgen::{
+    KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ED25519, PKCS_RSA_SHA256,
+    PublicKeyData, RsaKeySize,
+};
+
+use crate::model::PublicKeyAlgorithm;
 
 /// A key algorithm nico-identity can generate and accept.
 ///
-/// Only ECDSA P-256 exists today; the enum is `non_exhaustive` so that more algorithms can
-/// be added without breaking callers that match on it.
+/// The enum is `non_exhaustive` so that more algorithms can be added without breaking
+/// callers that match on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
 pub enum KeyAlgorithm {
-    /// ECDSA on the NIST P-256 curve, signing with SHA-256. Written `ecdsa-p256`.
+    /// ECDSA on the NIST P-256 curve, signing with SHA-256. Written `ecdsa-p256`; the default.
     EcdsaP256,
+    /// ECDSA on the NIST P-384 curve, signing with SHA-384. Written `ecdsa-p384`.
+    EcdsaP384,
+    /// Ed25519. Written `ed25519`.
+    Ed25519,
+    /// RSA with a 2048-bit modulus, PKCS#1 v1.5 with SHA-256. Written `rsa-2048`.
+    Rsa2048,
+    /// RSA with a 3072-bit modulus. Written `rsa-3072`.
+    Rsa3072,
+    /// RSA with a 4096-bit modulus. Written `rsa-4096`.
+    Rsa4096,
 }
 
 impl KeyAlgorithm {
     /// Every supported algorithm, in the order they are listed in messages.
-    pub const ALL: &'static [KeyAlgorithm] = &[KeyAlgorithm::EcdsaP256];
+    pub const ALL: &'static [KeyAlgorithm] = &[
+        KeyAlgorithm::EcdsaP256,
+        KeyAlgorithm::EcdsaP384,
+        KeyAlgorithm::Ed25519,
+        KeyAlgorithm::Rsa2048,
+        KeyAlgorithm::Rsa3072,
+        KeyAlgorithm::Rsa4096,
+    ];
 
     /// The configuration spelling, e.g. `ecdsa-p256`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::EcdsaP256 => "ecdsa-p256",
+            Self::EcdsaP384 => "ecdsa-p384",
+            Self::Ed25519 => "ed25519",
+            Self::Rsa2048 => "rsa-2048",
+            Self::Rsa3072 => "rsa-3072",
+            Self::Rsa4096 => "rsa-4096",
         }
     }
 
     fn rcgen(self) -> &'static rcgen::SignatureAlgorithm {
         match self {
             Self::EcdsaP256 => &PKCS_ECDSA_P256_SHA256,
+            Self::EcdsaP384 => &PKCS_ECDSA_P384_SHA384,
+            Self::Ed25519 => &PKCS_ED25519,
+            Self::Rsa2048 | Self::Rsa3072 | Self::Rsa4096 => &PKCS_RSA_SHA256,
         }
     }
 
-    fn from_rcgen(alg: &rcgen::SignatureAlgorithm) -> Option<Self> {
-        Self::ALL.iter().copied().find(|known| known.rcgen() == alg)
+    fn rsa_size(self) -> Option<RsaKeySize> {
+        match self {
+            Self::Rsa2048 => Some(RsaKeySize::_2048),
+            Self::Rsa3072 => Some(RsaKeySize::_3072),
+            Self::Rsa4096 => Some(RsaKeySize::_4096),
+            Self::EcdsaP256 | Self::EcdsaP384 | Self::Ed25519 => None,
+        }
     }
 }
 
@@ -110,16 +145,22 @@ pub struct PrivateKey {
 impl PrivateKey {
     /// Generates a fresh key from the operating system's randomness.
     pub fn generate(algorithm: KeyAlgorithm) -> Result<Self, KeyError> {
-        let pair = KeyPair::generate_for(algorithm.rcgen())
-            .map_err(|cause| KeyError::Generate { algorithm, cause })?;
+        let pair = match algorithm.rsa_size() {
+            Some(size) => KeyPair::generate_rsa_for(algorithm.rcgen(), size),
+            None => KeyPair::generate_for(algorithm.rcgen()),
+        }
+        .map_err(|cause| KeyError::Generate { algorithm, cause })?;
         Ok(Self { algorithm, pair })
     }
 
     /// Loads a PKCS#8 PEM key, e.g. a `tls.key` written earlier by [`Self::pkcs8_pem`].
     pub fn from_pkcs8_pem(pem: &str) -> Result<Self, KeyError> {
         let pair = KeyPair::from_pem(pem).map_err(|cause| KeyError::Load { cause })?;
-        let algorithm =
-            KeyAlgorithm::from_rcgen(pair.algorithm()).ok_or(KeyError::UnsupportedAlgorithm)?;
+        let spki = pair.subject_public_key_info();
+        let algorithm = crate::model::spki_algorithm(&spki)
+            .as_ref()
+            .and_then(PublicKeyAlgorithm::key_algorithm)
+            .ok_or(KeyError::UnsupportedAlgorithm)?;
         Ok(Self { algorithm, pair })
     }
 
@@ -163,10 +204,11 @@ mod tests {
             assert_eq!(alg.as_str().parse::<KeyAlgorithm>().unwrap(), *alg);
             assert_eq!(alg.to_string(), alg.as_str());
         }
-        let err = "rsa-2048".parse::<KeyAlgorithm>().unwrap_err();
+        let err = "rsa-1024".parse::<KeyAlgorithm>().unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown key algorithm \"rsa-2048\": expected one of ecdsa-p256"
+            "unknown key algorithm \"rsa-1024\": expected one of ecdsa-p256, ecdsa-p384, \
+             ed25519, rsa-2048, rsa-3072, rsa-4096"
         );
         assert!("ECDSA-P256".parse::<KeyAlgorithm>().is_err());
     }
@@ -182,23 +224,26 @@ mod tests {
     }
 
     #[test]
-    fn pem_round_trip_keeps_the_public_key() {
-        let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
-        let pem = key.pkcs8_pem();
-        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
-        let loaded = PrivateKey::from_pkcs8_pem(&pem).unwrap();
-        assert_eq!(loaded.algorithm(), KeyAlgorithm::EcdsaP256);
-        assert_eq!(loaded.spki_der(), key.spki_der());
+    fn pem_round_trip_keeps_the_algorithm_and_public_key() {
+        for &algorithm in KeyAlgorithm::ALL {
+            let key = PrivateKey::generate(algorithm).unwrap();
+            let pem = key.pkcs8_pem();
+            assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+            let loaded = PrivateKey::from_pkcs8_pem(&pem).unwrap();
+            assert_eq!(loaded.algorithm(), algorithm);
+            assert_eq!(loaded.spki_der(), key.spki_der());
+        }
     }
 
     #[test]
     fn load_refuses_garbage_and_foreign_algorithms() {
         let err = PrivateKey::from_pkcs8_pem("not a key").unwrap_err();
         assert!(matches!(err, KeyError::Load { .. }), "{err:?}");
-        let ed = KeyPair::generate_for(&rcgen::PKCS_ED25519)
+        // P-521 keys load in the crypto library but are not an algorithm we issue for.
+        let p521 = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P521_SHA512)
             .unwrap()
             .serialize_pem();
-        let err = PrivateKey::from_pkcs8_pem(&ed).unwrap_err();
+        let err = PrivateKey::from_pkcs8_pem(&p521).unwrap_err();
         assert!(matches!(err, KeyError::UnsupportedAlgorithm), "{err:?}");
     }
 }

@@ -222,6 +222,13 @@ impl PublicKeyAlgorithm {
             Self::Ec {
                 curve: EcCurve::P256,
             } => Some(KeyAlgorithm::EcdsaP256),
+            Self::Ec {
+                curve: EcCurve::P384,
+            } => Some(KeyAlgorithm::EcdsaP384),
+            Self::Ed25519 => Some(KeyAlgorithm::Ed25519),
+            Self::Rsa { modulus_bits: 2048 } => Some(KeyAlgorithm::Rsa2048),
+            Self::Rsa { modulus_bits: 3072 } => Some(KeyAlgorithm::Rsa3072),
+            Self::Rsa { modulus_bits: 4096 } => Some(KeyAlgorithm::Rsa4096),
             _ => None,
         }
     }
@@ -236,6 +243,14 @@ impl fmt::Display for PublicKeyAlgorithm {
             Self::Unknown { oid } => write!(f, "unknown algorithm {oid}"),
         }
     }
+}
+
+/// The algorithm of a DER `SubjectPublicKeyInfo`, if it decodes.
+pub(crate) fn spki_algorithm(spki_der: &[u8]) -> Option<PublicKeyAlgorithm> {
+    use x509_parser::prelude::FromDer as _;
+    let (rest, spki) = SubjectPublicKeyInfo::from_der(spki_der).ok()?;
+    rest.is_empty()
+        .then(|| PublicKeyAlgorithm::from_spki(&spki))
 }
 
 /// A public key: its algorithm and its DER `SubjectPublicKeyInfo`.

@@ -116,7 +116,10 @@ fn a_request_full_of_things_is_described_faithfully() {
             curve: EcCurve::P384
         }
     );
-    assert_eq!(csr.public_key().algorithm().key_algorithm(), None);
+    assert_eq!(
+        csr.public_key().algorithm().key_algorithm(),
+        Some(nico_csr::KeyAlgorithm::EcdsaP384)
+    );
 }
 
 #[test]

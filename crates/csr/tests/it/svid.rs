@@ -268,3 +268,19 @@ fn verify_with_openssl(csr_pem: &str, chain: &nico_csr::Chain) {
     assert!(ok.contains(": OK"), "{ok}");
     assert!(dir.path().exists());
 }
+
+#[test]
+fn every_key_algorithm_makes_a_csr_that_verifies_and_names_its_algorithm() {
+    let id = nico_spiffe_id::SpiffeId::parse("spiffe://nico.local/demo/sa/web").unwrap();
+    for &algorithm in nico_csr::KeyAlgorithm::ALL {
+        let key = nico_csr::PrivateKey::generate(algorithm).unwrap();
+        let pem = nico_csr::build_spiffe_csr(&key, &id).unwrap();
+        let csr =
+            nico_csr::parse_csr(pem.as_bytes()).unwrap_or_else(|e| panic!("{algorithm}: {e}"));
+        assert_eq!(
+            csr.public_key().algorithm().key_algorithm(),
+            Some(algorithm)
+        );
+        assert_eq!(csr.public_key().spki_der(), key.spki_der().as_slice());
+    }
+}
