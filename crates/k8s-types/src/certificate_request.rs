@@ -11,6 +11,13 @@ use crate::conditions::Condition;
 /// existing tooling keeps recognising our requests).
 pub const IDENTITY_ANNOTATION: &str = "spiffe.csi.cert-manager.io/identity";
 
+/// In driver-account mode (the node driver creates requests as itself), the name of the pod
+/// the request is for; the pod lives in the request's namespace.
+pub const POD_NAME_ANNOTATION: &str = "identity.nico.io/pod-name";
+
+/// In driver-account mode, the uid of the pod the request is for.
+pub const POD_UID_ANNOTATION: &str = "identity.nico.io/pod-uid";
+
 /// The usages every SPIFFE SVID request carries, spelled as cert-manager spells them.
 pub const SPIFFE_USAGES: [&str; 4] = [
     "digital signature",

@@ -10,6 +10,6 @@ mod conditions;
 
 pub use certificate_request::{
     CertificateRequest, CertificateRequestSpec, CertificateRequestStatus, IDENTITY_ANNOTATION,
-    IssuerRef, SPIFFE_USAGES,
+    IssuerRef, POD_NAME_ANNOTATION, POD_UID_ANNOTATION, SPIFFE_USAGES,
 };
 pub use conditions::{Condition, ConditionStatus, ConditionType, RequestState};
