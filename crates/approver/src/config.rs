@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use nico_csr::KeyAlgorithm;
 use nico_k8s_types::IssuerRef;
-use nico_policy::{DurationBounds, SpiffePolicy};
+use nico_policy::{AllowedKey, DurationBounds, IssuerName, SpiffePolicy};
 use nico_spiffe_id::{IdTemplate, TrustDomain};
 use serde::{Deserialize, Serialize};
 
@@ -118,7 +118,7 @@ impl Config {
         let key_algorithms = self
             .key_algorithms
             .iter()
-            .map(|a| a.parse::<KeyAlgorithm>())
+            .map(|a| a.parse::<AllowedKey>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| invalid("approver.key_algorithms", e))?;
         Ok(Settings {
@@ -133,7 +133,12 @@ impl Config {
                     DurationBounds::new(min, max)
                         .map_err(|e| invalid("approver.min_duration", e))?,
                 )
-                .with_key_algorithms(key_algorithms)
+                .with_issuer(IssuerName::new(
+                    self.issuer.name.clone(),
+                    Some(&self.issuer.kind),
+                    Some(&self.issuer.group),
+                ))
+                .with_allowed_keys(key_algorithms)
                 .map_err(|e| invalid("approver.key_algorithms", e))?,
         })
     }

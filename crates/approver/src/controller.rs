@@ -75,16 +75,46 @@ async fn reconcile(
     let namespace = cr.metadata.namespace.clone().unwrap_or_default();
     let name = cr.metadata.name.clone().unwrap_or_default();
     let usages = cr.spec.usages.clone().unwrap_or_default();
+    let issuer = nico_policy::IssuerName::new(
+        cr.spec.issuer_ref.name.clone(),
+        cr.spec.issuer_ref.kind.as_deref(),
+        cr.spec.issuer_ref.group.as_deref(),
+    );
+    let extra = cr.spec.extra.clone().unwrap_or_default();
     let request = SpiffeRequest {
         namespace: &namespace,
         request: &cr.spec.request,
+        issuer: &issuer,
         duration: cr.spec.duration.as_deref(),
         is_ca: cr.spec.is_ca.unwrap_or(false),
         usages: &usages,
         username: cr.spec.username.as_deref().unwrap_or_default(),
+        extra: &extra,
+        owner_pods: &[],
         identity_annotation: annotation.map(String::as_str),
     };
-    let condition = match ctx.settings.policy.evaluate(&request) {
+    let pod = match ctx.settings.policy.pod_to_look_up(&request) {
+        None => None,
+        Some(query) => {
+            let pods: Api<k8s_openapi::api::core::v1::Pod> =
+                Api::namespaced(ctx.client.clone(), &namespace);
+            pods.get_opt(query.name)
+                .await
+                .map_err(ReconcileError::Write)?
+                .map(|pod| nico_policy::PodFacts {
+                    namespace: namespace.clone(),
+                    name: pod.metadata.name.unwrap_or_default(),
+                    uid: pod.metadata.uid.unwrap_or_default(),
+                    service_account: pod
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.service_account_name.clone())
+                        .unwrap_or_else(|| "default".to_owned()),
+                    node_name: pod.spec.and_then(|s| s.node_name).unwrap_or_default(),
+                })
+        }
+    };
+    let condition = match ctx.settings.policy.evaluate(&request, pod.as_ref()) {
         Decision::Approve => {
             info!(namespace, name, "certificaterequest approved");
             Condition::new(

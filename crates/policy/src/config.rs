@@ -4,10 +4,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use nico_csr::KeyAlgorithm;
 use nico_spiffe_id::{DEFAULT_TRUST_DOMAIN, IdTemplate, TrustDomain};
 
 use crate::duration::format_go_duration;
+use crate::{AllowedKey, IssuerName, RequesterMode};
 
 /// Why a policy configuration was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +43,20 @@ pub enum ConfigError {
     /// No key algorithm is allowed, so every request would be denied.
     #[error("at least one key algorithm must be allowed")]
     NoKeyAlgorithms,
+
+    /// Driver-account mode names no driver account, so every request would be denied.
+    #[error("driver-account mode needs at least one driver account")]
+    NoDriverAccounts,
+
+    /// A driver account is not a service account name.
+    #[error(
+        "driver account {presented:?} is not a service account: expected \
+         system:serviceaccount:<namespace>:<name>"
+    )]
+    BadDriverAccount {
+        /// The account as configured.
+        presented: String,
+    },
 }
 
 /// Inclusive bounds on the requested certificate duration, minimum above zero and not above
@@ -97,20 +111,27 @@ impl Default for DurationBounds {
     }
 }
 
+/// The issuer SPIFFE requests must name unless configured otherwise.
+pub const DEFAULT_SPIFFE_ISSUER: &str = "nico-identity";
+
 /// The approval policy for SPIFFE requests. Build it with [`SpiffePolicy::new`] or take the
-/// [`Default`] (trust domain `nico.local`, the default template, 10m to 24h, ECDSA P-256
-/// only), then judge requests with [`SpiffePolicy::evaluate`].
+/// [`Default`] (trust domain `nico.local`, the default template, the ClusterIssuer
+/// `nico-identity`, 10m to 24h, ECDSA P-256 only, requests made by the pod's own account),
+/// then judge requests with [`SpiffePolicy::evaluate`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SpiffePolicy {
     pub(crate) trust_domain: TrustDomain,
     pub(crate) template: IdTemplate,
+    pub(crate) issuer: IssuerName,
     pub(crate) durations: DurationBounds,
-    pub(crate) key_algorithms: BTreeSet<KeyAlgorithm>,
+    pub(crate) allowed_keys: BTreeSet<AllowedKey>,
+    pub(crate) requester: RequesterMode,
 }
 
 impl SpiffePolicy {
-    /// A policy for `trust_domain` and `template`, with default durations and key
-    /// algorithms. Fails when the template is fixed to another trust domain.
+    /// A policy for `trust_domain` and `template`, with the default issuer, durations, key
+    /// algorithms and requester mode. Fails when the template is fixed to another trust
+    /// domain.
     pub fn new(trust_domain: TrustDomain, template: IdTemplate) -> Result<Self, ConfigError> {
         if let Some(fixed) = template.fixed_trust_domain()
             && *fixed != trust_domain
@@ -124,9 +145,37 @@ impl SpiffePolicy {
         Ok(Self {
             trust_domain,
             template,
+            issuer: IssuerName::new(DEFAULT_SPIFFE_ISSUER, Some("ClusterIssuer"), None),
             durations: DurationBounds::default(),
-            key_algorithms: BTreeSet::from([KeyAlgorithm::EcdsaP256]),
+            allowed_keys: BTreeSet::from([AllowedKey::EcdsaP256]),
+            requester: RequesterMode::default(),
         })
+    }
+
+    /// Replaces the issuer SPIFFE requests must name.
+    pub fn with_issuer(mut self, issuer: IssuerName) -> Self {
+        self.issuer = issuer;
+        self
+    }
+
+    /// Replaces who creates requests. Driver-account mode needs at least one account, each
+    /// a service account name.
+    pub fn with_requester(mut self, requester: RequesterMode) -> Result<Self, ConfigError> {
+        if let RequesterMode::DriverAccount { accounts } = &requester {
+            if accounts.is_empty() {
+                return Err(ConfigError::NoDriverAccounts);
+            }
+            if let Some(bad) = accounts
+                .iter()
+                .find(|a| crate::evaluate::service_account(a).is_none())
+            {
+                return Err(ConfigError::BadDriverAccount {
+                    presented: bad.clone(),
+                });
+            }
+        }
+        self.requester = requester;
+        Ok(self)
     }
 
     /// Replaces the duration bounds.
@@ -135,16 +184,16 @@ impl SpiffePolicy {
         self
     }
 
-    /// Replaces the allowed key algorithms; at least one is required.
-    pub fn with_key_algorithms(
+    /// Replaces the allowed key shapes; at least one is required.
+    pub fn with_allowed_keys(
         mut self,
-        algorithms: impl IntoIterator<Item = KeyAlgorithm>,
+        keys: impl IntoIterator<Item = AllowedKey>,
     ) -> Result<Self, ConfigError> {
-        let algorithms: BTreeSet<_> = algorithms.into_iter().collect();
-        if algorithms.is_empty() {
+        let keys: BTreeSet<_> = keys.into_iter().collect();
+        if keys.is_empty() {
             return Err(ConfigError::NoKeyAlgorithms);
         }
-        self.key_algorithms = algorithms;
+        self.allowed_keys = keys;
         Ok(self)
     }
 
@@ -163,9 +212,19 @@ impl SpiffePolicy {
         self.durations
     }
 
-    /// The accepted key algorithms.
-    pub fn key_algorithms(&self) -> &BTreeSet<KeyAlgorithm> {
-        &self.key_algorithms
+    /// The issuer requests must name.
+    pub fn issuer(&self) -> &IssuerName {
+        &self.issuer
+    }
+
+    /// The accepted key shapes.
+    pub fn allowed_keys(&self) -> &BTreeSet<AllowedKey> {
+        &self.allowed_keys
+    }
+
+    /// Who creates requests.
+    pub fn requester(&self) -> &RequesterMode {
+        &self.requester
     }
 }
 
@@ -190,9 +249,14 @@ mod tests {
         assert_eq!(policy.durations().min(), Duration::from_secs(600));
         assert_eq!(policy.durations().max(), Duration::from_secs(86_400));
         assert_eq!(
-            policy.key_algorithms().iter().collect::<Vec<_>>(),
-            [&KeyAlgorithm::EcdsaP256]
+            policy.allowed_keys().iter().collect::<Vec<_>>(),
+            [&AllowedKey::EcdsaP256]
         );
+        assert_eq!(
+            policy.issuer().to_string(),
+            "ClusterIssuer.cert-manager.io/nico-identity"
+        );
+        assert_eq!(policy.requester(), &RequesterMode::default());
     }
 
     #[test]
@@ -217,7 +281,20 @@ mod tests {
         let same = IdTemplate::parse("spiffe://nico.local/{namespace}/{service_account}").unwrap();
         assert!(SpiffePolicy::new(td, same).is_ok());
 
-        let err = SpiffePolicy::default().with_key_algorithms([]).unwrap_err();
+        let err = SpiffePolicy::default().with_allowed_keys([]).unwrap_err();
         assert_eq!(err, ConfigError::NoKeyAlgorithms);
+
+        let driver = |accounts: &[&str]| RequesterMode::DriverAccount {
+            accounts: accounts.iter().map(|a| (*a).to_owned()).collect(),
+        };
+        let err = SpiffePolicy::default().with_requester(driver(&[]));
+        assert_eq!(err.unwrap_err(), ConfigError::NoDriverAccounts);
+        let err = SpiffePolicy::default().with_requester(driver(&["csi-driver"]));
+        assert!(matches!(
+            err.unwrap_err(),
+            ConfigError::BadDriverAccount { .. }
+        ));
+        let good = driver(&["system:serviceaccount:nico:csi"]);
+        assert!(SpiffePolicy::default().with_requester(good).is_ok());
     }
 }

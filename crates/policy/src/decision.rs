@@ -9,6 +9,8 @@ use std::fmt;
 pub enum Field {
     /// `spec.request`: the PEM CSR as a whole.
     SpecRequest,
+    /// `spec.issuerRef`.
+    SpecIssuerRef,
     /// `spec.duration`.
     SpecDuration,
     /// `spec.isCA`.
@@ -17,8 +19,16 @@ pub enum Field {
     SpecUsages,
     /// `spec.username`: who created the request.
     SpecUsername,
+    /// The pod name in `spec.extra`: the pod the requester's token is bound to.
+    SpecExtraPodName,
+    /// The pod uid in `spec.extra`.
+    SpecExtraPodUid,
+    /// The node name in `spec.extra`: the node the requester's token is bound to.
+    SpecExtraNodeName,
     /// `metadata.namespace`.
     MetadataNamespace,
+    /// `metadata.ownerReferences`: the pod a driver-made request is for.
+    MetadataOwnerReferences,
     /// The `spiffe.csi.cert-manager.io/identity` annotation.
     IdentityAnnotation,
     /// The CSR's subject name.
@@ -40,11 +50,16 @@ impl Field {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::SpecRequest => "spec.request",
+            Self::SpecIssuerRef => "spec.issuerRef",
             Self::SpecDuration => "spec.duration",
             Self::SpecIsCa => "spec.isCA",
             Self::SpecUsages => "spec.usages",
             Self::SpecUsername => "spec.username",
+            Self::SpecExtraPodName => "spec.extra[authentication.kubernetes.io/pod-name]",
+            Self::SpecExtraPodUid => "spec.extra[authentication.kubernetes.io/pod-uid]",
+            Self::SpecExtraNodeName => "spec.extra[authentication.kubernetes.io/node-name]",
             Self::MetadataNamespace => "metadata.namespace",
+            Self::MetadataOwnerReferences => "metadata.ownerReferences",
             Self::IdentityAnnotation => "metadata.annotations[spiffe.csi.cert-manager.io/identity]",
             Self::CsrSubject => "csr.subject",
             Self::CsrSubjectAltName => "csr.subjectAltName",

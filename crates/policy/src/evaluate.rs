@@ -1,14 +1,17 @@
-//! The checks, in the order a requester should fix things: the CSR must be readable, the
-//! duration sane, the CSR an SVID request, the spec consistent with it, and the identity
-//! the one the requester is entitled to.
+//! The checks, in the order a requester should fix things: the CSR must be readable, aimed
+//! at the right issuer, the duration sane, the CSR an SVID request, the spec consistent with
+//! it, the requester entitled to ask, and the identity the one it is entitled to.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use nico_csr::{ExtendedKeyUsage, KeyUsage, ParsedCsr, San, parse_csr_pem};
 use nico_spiffe_id::SpiffeId;
 
 use crate::duration::{format_go_duration, parse_go_duration};
-use crate::{Decision, Denial, Field, REQUIRED_USAGES, SpiffePolicy, SpiffeRequest};
+use crate::{
+    Decision, Denial, EXTRA_NODE_NAME, EXTRA_POD_NAME, EXTRA_POD_UID, Field, PodFacts, PodQuery,
+    REQUIRED_USAGES, RequesterMode, SpiffePolicy, SpiffeRequest,
+};
 
 /// Longest piece of requester-supplied text repeated in a message.
 const SHOWN: usize = 256;
@@ -17,33 +20,84 @@ const SERVICE_ACCOUNT_PREFIX: &str = "system:serviceaccount:";
 
 const ALLOWED_KEY_USAGES: [KeyUsage; 2] = [KeyUsage::DigitalSignature, KeyUsage::KeyEncipherment];
 
+/// Whose account the SPIFFE ID must name, and the field to blame when it does not.
+struct Entitled<'a> {
+    namespace: &'a str,
+    account: &'a str,
+    mismatch: Field,
+    who: String,
+}
+
 impl SpiffePolicy {
-    /// Judges one request. Checks run in a fixed order and the first failure decides:
+    /// The pod the caller must read (in the request's namespace) and pass to
+    /// [`SpiffePolicy::evaluate`]: the pod the requester's token is bound to, or in
+    /// driver-account mode the pod the request's owner reference names. `None` when the
+    /// request names no pod (or names it ambiguously, which `evaluate` denies).
+    pub fn pod_to_look_up<'r>(&self, request: &SpiffeRequest<'r>) -> Option<PodQuery<'r>> {
+        let name = match &self.requester {
+            RequesterMode::PodAccount { .. } => {
+                extra_value(request.extra, EXTRA_POD_NAME).ok().flatten()?
+            }
+            RequesterMode::DriverAccount { .. } => match request.owner_pods {
+                [owner] => owner.name.as_str(),
+                _ => return None,
+            },
+        };
+        Some(PodQuery { name })
+    }
+
+    /// Judges one request. `pod` is what the caller found for
+    /// [`SpiffePolicy::pod_to_look_up`]: `None` when that pod does not exist (or no pod was
+    /// asked for). Checks run in a fixed order and the first failure decides:
     ///
     /// 1. `spec.request` is a PEM CSR whose signature verifies;
-    /// 2. `spec.duration` is present, parses and lies within the bounds;
-    /// 3. the CSR has an empty subject, only URI SANs, only SAN/KU/EKU extensions, key
+    /// 2. `spec.issuerRef` names the SPIFFE issuer, defaults applied;
+    /// 3. `spec.duration` is present, parses and lies within the bounds;
+    /// 4. the CSR has an empty subject, only URI SANs, only SAN/KU/EKU extensions, key
     ///    usages within digitalSignature and keyEncipherment, extended key usages within
-    ///    serverAuth and clientAuth, a critical SAN extension and an allowed key algorithm;
-    /// 4. `spec.isCA` is false and `spec.usages` is exactly the four SVID usages;
-    /// 5. `spec.username` is a service account of the request's namespace, the CSR holds
-    ///    exactly one URI SAN, a SPIFFE ID of our trust domain equal to the ID rendered
-    ///    from the template for that account, and the identity annotation, if present,
-    ///    equals it.
-    pub fn evaluate(&self, request: &SpiffeRequest<'_>) -> Decision {
-        match self.check(request) {
+    ///    serverAuth and clientAuth, a critical SAN extension and an allowed key;
+    /// 5. `spec.isCA` is false and `spec.usages` is exactly the four SVID usages;
+    /// 6. the requester is entitled: in pod-account mode `spec.username` is a service
+    ///    account of the request's namespace and, for a pod-bound token, the pod exists
+    ///    with the bound uid and runs as that account; in driver-account mode the requester
+    ///    is a driver account whose token is bound to a node, and the owner pod exists with
+    ///    its uid on that node;
+    /// 7. the CSR holds exactly one URI SAN, a SPIFFE ID of our trust domain equal to the
+    ///    ID rendered from the template for the entitled account, and the identity
+    ///    annotation, if present, equals it.
+    pub fn evaluate(&self, request: &SpiffeRequest<'_>, pod: Option<&PodFacts>) -> Decision {
+        match self.check(request, pod) {
             Ok(()) => Decision::Approve,
             Err(denial) => Decision::Deny(denial),
         }
     }
 
-    fn check(&self, request: &SpiffeRequest<'_>) -> Result<(), Denial> {
+    fn check(&self, request: &SpiffeRequest<'_>, pod: Option<&PodFacts>) -> Result<(), Denial> {
         let csr = parse_csr_pem(request.request)
             .map_err(|err| Denial::new(Field::SpecRequest, err.to_string()))?;
+        self.check_issuer(request)?;
         self.check_duration(request.duration)?;
         self.check_csr(&csr)?;
         check_spec(request)?;
-        self.check_identity(request, &csr)
+        let entitled = match &self.requester {
+            RequesterMode::PodAccount { require_pod_bound } => {
+                pod_account(request, pod, *require_pod_bound)?
+            }
+            RequesterMode::DriverAccount { accounts } => driver_account(request, pod, accounts)?,
+        };
+        self.check_identity(request, &csr, &entitled)
+    }
+
+    fn check_issuer(&self, request: &SpiffeRequest<'_>) -> Result<(), Denial> {
+        if *request.issuer != self.issuer {
+            let reason = format!(
+                "issuer {} is not the SPIFFE issuer: expected {}",
+                clip(&request.issuer.to_string()),
+                self.issuer
+            );
+            return Err(Denial::new(Field::SpecIssuerRef, reason));
+        }
+        Ok(())
     }
 
     fn check_duration(&self, duration: Option<&str>) -> Result<(), Denial> {
@@ -163,11 +217,8 @@ impl SpiffePolicy {
         }
 
         let algorithm = csr.public_key().algorithm();
-        let allowed = algorithm
-            .key_algorithm()
-            .is_some_and(|alg| self.key_algorithms.contains(&alg));
-        if !allowed {
-            let expected: Vec<&str> = self.key_algorithms.iter().map(|alg| alg.as_str()).collect();
+        if !self.allowed_keys.iter().any(|key| key.admits(algorithm)) {
+            let expected: Vec<String> = self.allowed_keys.iter().map(|k| k.to_string()).collect();
             let reason = format!(
                 "key algorithm {algorithm} is not allowed: expected {}",
                 expected.join(" or ")
@@ -177,26 +228,12 @@ impl SpiffePolicy {
         Ok(())
     }
 
-    fn check_identity(&self, request: &SpiffeRequest<'_>, csr: &ParsedCsr) -> Result<(), Denial> {
-        let username = request.username;
-        let Some((namespace, account)) = service_account(username) else {
-            let reason = format!(
-                "requester {:?} is not a service account: expected \
-                 system:serviceaccount:<namespace>:<name>",
-                clip(username)
-            );
-            return Err(Denial::new(Field::SpecUsername, reason));
-        };
-        if request.namespace != namespace {
-            let reason = format!(
-                "request is in namespace {:?} but requester {} belongs to namespace {:?}",
-                clip(request.namespace),
-                clip(username),
-                clip(namespace)
-            );
-            return Err(Denial::new(Field::MetadataNamespace, reason));
-        }
-
+    fn check_identity(
+        &self,
+        request: &SpiffeRequest<'_>,
+        csr: &ParsedCsr,
+        entitled: &Entitled<'_>,
+    ) -> Result<(), Denial> {
         let uris: Vec<&str> = csr.uri_sans().collect();
         let uri = match uris.as_slice() {
             [uri] => *uri,
@@ -228,20 +265,17 @@ impl SpiffePolicy {
 
         let expected = self
             .template
-            .render(&self.trust_domain, namespace, account)
+            .render(&self.trust_domain, entitled.namespace, entitled.account)
             .map_err(|err| {
-                let reason = format!(
-                    "cannot derive a SPIFFE ID for requester {}: {err}",
-                    clip(username)
-                );
-                Denial::new(Field::SpecUsername, reason)
+                let reason = format!("cannot derive a SPIFFE ID for {}: {err}", entitled.who);
+                Denial::new(entitled.mismatch, reason)
             })?;
         if id != expected {
             let reason = format!(
-                "SPIFFE ID {id} does not match requester {} (expected {expected})",
-                clip(username)
+                "SPIFFE ID {id} does not match {} (expected {expected})",
+                entitled.who
             );
-            return Err(Denial::new(Field::SpecUsername, reason));
+            return Err(Denial::new(entitled.mismatch, reason));
         }
 
         if let Some(annotation) = request.identity_annotation
@@ -254,6 +288,180 @@ impl SpiffePolicy {
             return Err(Denial::new(Field::IdentityAnnotation, reason));
         }
         Ok(())
+    }
+}
+
+/// Pod-account mode: the requester is a service account of the request's namespace and,
+/// when its token is bound to a pod, that pod exists with the bound uid and runs as it.
+fn pod_account<'r>(
+    request: &SpiffeRequest<'r>,
+    pod: Option<&PodFacts>,
+    require_pod_bound: bool,
+) -> Result<Entitled<'r>, Denial> {
+    let username = request.username;
+    let Some((namespace, account)) = service_account(username) else {
+        let reason = format!(
+            "requester {:?} is not a service account: expected \
+             system:serviceaccount:<namespace>:<name>",
+            clip(username)
+        );
+        return Err(Denial::new(Field::SpecUsername, reason));
+    };
+    if request.namespace != namespace {
+        let reason = format!(
+            "request is in namespace {:?} but requester {} belongs to namespace {:?}",
+            clip(request.namespace),
+            clip(username),
+            clip(namespace)
+        );
+        return Err(Denial::new(Field::MetadataNamespace, reason));
+    }
+
+    let bound = extra_value(request.extra, EXTRA_POD_NAME)
+        .map_err(|reason| Denial::new(Field::SpecExtraPodName, reason))?;
+    match bound {
+        None if require_pod_bound => {
+            let reason = "the requester's token is not bound to a pod: expected the pod's own \
+                          service account token, as kubelet hands it to the CSI driver";
+            return Err(Denial::new(Field::SpecExtraPodName, reason));
+        }
+        None => {}
+        Some(name) => {
+            let uid = extra_value(request.extra, EXTRA_POD_UID)
+                .map_err(|reason| Denial::new(Field::SpecExtraPodUid, reason))?
+                .ok_or_else(|| {
+                    let reason = format!(
+                        "the requester's token is bound to pod {:?} but carries no pod uid",
+                        clip(name)
+                    );
+                    Denial::new(Field::SpecExtraPodUid, reason)
+                })?;
+            let pod = found(pod, namespace, name).ok_or_else(|| {
+                let reason = format!(
+                    "pod {namespace}/{} that the requester's token is bound to does not exist",
+                    clip(name)
+                );
+                Denial::new(Field::SpecExtraPodName, reason)
+            })?;
+            if pod.uid != uid {
+                let reason = format!(
+                    "pod {namespace}/{name} has uid {}, but the token is bound to uid {} (the \
+                     pod was replaced)",
+                    pod.uid,
+                    clip(uid)
+                );
+                return Err(Denial::new(Field::SpecExtraPodUid, reason));
+            }
+            if pod.service_account != account {
+                let reason = format!(
+                    "pod {namespace}/{name} runs as service account {:?}, not {account:?}",
+                    pod.service_account
+                );
+                return Err(Denial::new(Field::SpecExtraPodName, reason));
+            }
+        }
+    }
+    Ok(Entitled {
+        namespace,
+        account,
+        mismatch: Field::SpecUsername,
+        who: format!("requester {}", clip(username)),
+    })
+}
+
+/// Driver-account mode: the requester is a driver account whose token is bound to a node,
+/// and the one owner pod exists with its uid on that node; the ID is the pod's account's.
+fn driver_account<'p>(
+    request: &SpiffeRequest<'_>,
+    pod: Option<&'p PodFacts>,
+    accounts: &BTreeSet<String>,
+) -> Result<Entitled<'p>, Denial> {
+    let username = request.username;
+    if !accounts.contains(username) {
+        let expected: Vec<&str> = accounts.iter().map(String::as_str).collect();
+        let reason = format!(
+            "requester {:?} is not a CSI driver account: expected {}",
+            clip(username),
+            expected.join(" or ")
+        );
+        return Err(Denial::new(Field::SpecUsername, reason));
+    }
+    let node = extra_value(request.extra, EXTRA_NODE_NAME)
+        .map_err(|reason| Denial::new(Field::SpecExtraNodeName, reason))?
+        .ok_or_else(|| {
+            let reason = "the driver's token is not bound to a node: expected the token of a \
+                          driver pod";
+            Denial::new(Field::SpecExtraNodeName, reason)
+        })?;
+    let owner = match request.owner_pods {
+        [owner] => owner,
+        [] => {
+            let reason = "no owner reference of kind Pod: expected the pod the certificate is for";
+            return Err(Denial::new(Field::MetadataOwnerReferences, reason));
+        }
+        several => {
+            let reason = format!(
+                "{} owner references of kind Pod: expected exactly one",
+                several.len()
+            );
+            return Err(Denial::new(Field::MetadataOwnerReferences, reason));
+        }
+    };
+    let namespace = request.namespace;
+    let pod = found(pod, namespace, &owner.name).ok_or_else(|| {
+        let reason = format!(
+            "pod {namespace}/{} named by the owner reference does not exist",
+            clip(&owner.name)
+        );
+        Denial::new(Field::MetadataOwnerReferences, reason)
+    })?;
+    if pod.uid != owner.uid {
+        let reason = format!(
+            "pod {namespace}/{} has uid {}, but the owner reference names uid {}",
+            pod.name,
+            pod.uid,
+            clip(&owner.uid)
+        );
+        return Err(Denial::new(Field::MetadataOwnerReferences, reason));
+    }
+    if pod.node_name != node {
+        let reason = format!(
+            "pod {namespace}/{} runs on node {:?}, but the driver's token is bound to node {:?}",
+            pod.name,
+            pod.node_name,
+            clip(node)
+        );
+        return Err(Denial::new(Field::MetadataOwnerReferences, reason));
+    }
+    Ok(Entitled {
+        namespace: &pod.namespace,
+        account: &pod.service_account,
+        mismatch: Field::CsrSubjectAltName,
+        who: format!(
+            "pod {}/{} running as service account {:?}",
+            pod.namespace, pod.name, pod.service_account
+        ),
+    })
+}
+
+/// The pod the caller found, if it is the one asked for.
+fn found<'p>(pod: Option<&'p PodFacts>, namespace: &str, name: &str) -> Option<&'p PodFacts> {
+    pod.filter(|p| p.namespace == namespace && p.name == name)
+}
+
+/// The one value of an `extra` key: `None` when absent, an error when several or empty.
+fn extra_value<'r>(
+    extra: &'r BTreeMap<String, Vec<String>>,
+    key: &str,
+) -> Result<Option<&'r str>, String> {
+    match extra.get(key).map(Vec::as_slice) {
+        None => Ok(None),
+        Some([value]) if !value.is_empty() => Ok(Some(value)),
+        Some([_]) | Some([]) => Err(format!("{key} is empty: expected one value")),
+        Some(values) => Err(format!(
+            "{key} has {} values: expected exactly one",
+            values.len()
+        )),
     }
 }
 
@@ -287,7 +495,7 @@ fn check_spec(request: &SpiffeRequest<'_>) -> Result<(), Denial> {
 }
 
 /// Splits `system:serviceaccount:<namespace>:<name>` into its two names.
-fn service_account(username: &str) -> Option<(&str, &str)> {
+pub(crate) fn service_account(username: &str) -> Option<(&str, &str)> {
     let (namespace, name) = username
         .strip_prefix(SERVICE_ACCOUNT_PREFIX)?
         .split_once(':')?;

@@ -1,6 +1,9 @@
 //! [`SpiffeRequest`]: the parts of a CertificateRequest the policy reads, as plain values.
 
+use std::collections::BTreeMap;
 use std::fmt;
+
+use crate::{IssuerName, OwnerPod};
 
 /// The annotation carrying the SPIFFE ID the node driver asked for.
 pub const IDENTITY_ANNOTATION: &str = "spiffe.csi.cert-manager.io/identity";
@@ -21,6 +24,8 @@ pub struct SpiffeRequest<'a> {
     pub namespace: &'a str,
     /// `spec.request`, already base64-decoded: the PEM CSR.
     pub request: &'a [u8],
+    /// `spec.issuerRef`, defaults applied.
+    pub issuer: &'a IssuerName,
     /// `spec.duration` as written, e.g. `1h`.
     pub duration: Option<&'a str>,
     /// `spec.isCA`.
@@ -29,6 +34,11 @@ pub struct SpiffeRequest<'a> {
     pub usages: &'a [String],
     /// `spec.username`, set by the admission webhook from the creator's identity.
     pub username: &'a str,
+    /// `spec.extra`, set by the admission webhook: for a pod-bound token, the pod's name and
+    /// uid and the node's name.
+    pub extra: &'a BTreeMap<String, Vec<String>>,
+    /// The owner references of kind `Pod` in `metadata.ownerReferences`.
+    pub owner_pods: &'a [OwnerPod],
     /// The [`IDENTITY_ANNOTATION`] value, if the annotation is present.
     pub identity_annotation: Option<&'a str>,
 }
@@ -39,10 +49,13 @@ impl fmt::Debug for SpiffeRequest<'_> {
         f.debug_struct("SpiffeRequest")
             .field("namespace", &self.namespace)
             .field("request_len", &self.request.len())
+            .field("issuer", &self.issuer)
             .field("duration", &self.duration)
             .field("is_ca", &self.is_ca)
             .field("usages", &self.usages)
             .field("username", &self.username)
+            .field("extra", &self.extra)
+            .field("owner_pods", &self.owner_pods)
             .field("identity_annotation", &self.identity_annotation)
             .finish()
     }

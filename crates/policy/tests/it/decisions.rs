@@ -1,11 +1,15 @@
 //! The policy, one row per case: each row changes one thing about a good request and names
 //! the field and message the requester must see.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use nico_csr::{KeyAlgorithm, PrivateKey, build_spiffe_csr};
-use nico_policy::{Decision, Field, SpiffePolicy, SpiffeRequest};
+use nico_policy::{
+    AllowedKey, Decision, EXTRA_NODE_NAME, EXTRA_POD_NAME, EXTRA_POD_UID, Field, IssuerName,
+    OwnerPod, PodFacts, RequesterMode, SpiffePolicy, SpiffeRequest,
+};
 use nico_spiffe_id::{CERT_MANAGER_TEMPLATE, IdTemplate, SpiffeId, TrustDomain};
 use rcgen::string::Ia5String;
 use rcgen::{
@@ -15,17 +19,41 @@ use rcgen::{
 
 const ID: &str = "spiffe://nico.local/demo/sa/web";
 const USER: &str = "system:serviceaccount:demo:web";
+const POD_UID: &str = "0b5e7c1a-pod-web-0";
+const DRIVER: &str = "system:serviceaccount:nico-identity:csi-node";
 
-/// An owned request; each row starts from [`Case::good`] and changes one thing.
+/// An owned request and the pod the caller found for it; each row starts from
+/// [`Case::good`] and changes one thing.
 #[derive(Clone)]
 struct Case {
     namespace: String,
     csr: String,
+    issuer: IssuerName,
     duration: Option<String>,
     is_ca: bool,
     usages: Vec<String>,
     username: String,
+    extra: BTreeMap<String, Vec<String>>,
+    owner_pods: Vec<OwnerPod>,
     annotation: Option<String>,
+    pod: Option<PodFacts>,
+}
+
+fn web_pod() -> PodFacts {
+    PodFacts {
+        namespace: "demo".into(),
+        name: "web-0".into(),
+        uid: POD_UID.into(),
+        service_account: "web".into(),
+        node_name: "node-1".into(),
+    }
+}
+
+fn extra(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<String>> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), vec![(*v).to_owned()]))
+        .collect()
 }
 
 impl Case {
@@ -39,6 +67,7 @@ impl Case {
         Self {
             namespace: "demo".into(),
             csr,
+            issuer: SpiffePolicy::default().issuer().clone(),
             duration: Some("1h".into()),
             is_ca: false,
             usages: [
@@ -50,8 +79,30 @@ impl Case {
             .map(String::from)
             .to_vec(),
             username: USER.into(),
+            extra: extra(&[
+                (EXTRA_POD_NAME, "web-0"),
+                (EXTRA_POD_UID, POD_UID),
+                (EXTRA_NODE_NAME, "node-1"),
+            ]),
+            owner_pods: vec![OwnerPod {
+                name: "web-0".into(),
+                uid: POD_UID.into(),
+            }],
             annotation: Some(ID.into()),
+            pod: Some(web_pod()),
         }
+    }
+
+    /// The same request made by the CSI driver's own account on the pod's behalf.
+    fn by_driver(self) -> Self {
+        self.with(|c| {
+            c.username = DRIVER.into();
+            c.extra = extra(&[
+                (EXTRA_POD_NAME, "csi-node-x7"),
+                (EXTRA_POD_UID, "driver-pod-uid"),
+                (EXTRA_NODE_NAME, "node-1"),
+            ]);
+        })
     }
 
     fn with(mut self, change: impl FnOnce(&mut Self)) -> Self {
@@ -59,16 +110,31 @@ impl Case {
         self
     }
 
-    fn evaluate(&self, policy: &SpiffePolicy) -> Decision {
-        policy.evaluate(&SpiffeRequest {
+    fn request(&self) -> SpiffeRequest<'_> {
+        SpiffeRequest {
             namespace: &self.namespace,
             request: self.csr.as_bytes(),
+            issuer: &self.issuer,
             duration: self.duration.as_deref(),
             is_ca: self.is_ca,
             usages: &self.usages,
             username: &self.username,
+            extra: &self.extra,
+            owner_pods: &self.owner_pods,
             identity_annotation: self.annotation.as_deref(),
-        })
+        }
+    }
+
+    /// Judges the request as the approver does: the pod the policy asks for is handed over
+    /// only if it is the one the case holds.
+    fn evaluate(&self, policy: &SpiffePolicy) -> Decision {
+        let request = self.request();
+        let wanted = policy.pod_to_look_up(&request);
+        let pod = self
+            .pod
+            .as_ref()
+            .filter(|pod| wanted.is_some_and(|query| query.name == pod.name));
+        policy.evaluate(&request, pod)
     }
 }
 
@@ -131,6 +197,29 @@ fn rows() -> Vec<(&'static str, Case, Field, &'static str)> {
     let good = Case::good();
     let csr = |pem: String| Case::with_csr(pem);
     vec![
+        (
+            "another issuer",
+            good.clone()
+                .with(|c| c.issuer = IssuerName::new("other", None, None)),
+            Field::SpecIssuerRef,
+            "issuer Issuer.cert-manager.io/other is not the SPIFFE issuer: expected \
+             ClusterIssuer.cert-manager.io/nico-identity",
+        ),
+        (
+            "issuer of another kind",
+            good.clone()
+                .with(|c| c.issuer = IssuerName::new("nico-identity", None, None)),
+            Field::SpecIssuerRef,
+            "issuer Issuer.cert-manager.io/nico-identity is not the SPIFFE issuer",
+        ),
+        (
+            "issuer of another group",
+            good.clone().with(|c| {
+                c.issuer = IssuerName::new("nico-identity", Some("ClusterIssuer"), Some("x.io"))
+            }),
+            Field::SpecIssuerRef,
+            "issuer ClusterIssuer.x.io/nico-identity is not the SPIFFE issuer",
+        ),
         (
             "garbage request",
             good.clone().with(|c| c.csr = "hello".into()),
@@ -355,8 +444,10 @@ fn rows() -> Vec<(&'static str, Case, Field, &'static str)> {
         ),
         (
             "another service account",
-            good.clone()
-                .with(|c| c.username = "system:serviceaccount:demo:other".into()),
+            good.clone().with(|c| {
+                c.username = "system:serviceaccount:demo:other".into();
+                c.pod.as_mut().unwrap().service_account = "other".into();
+            }),
             Field::SpecUsername,
             "SPIFFE ID spiffe://nico.local/demo/sa/web does not match requester \
              system:serviceaccount:demo:other (expected spiffe://nico.local/demo/sa/other)",
@@ -372,6 +463,59 @@ fn rows() -> Vec<(&'static str, Case, Field, &'static str)> {
             csr(csr_for("spiffe://nico.local")),
             Field::SpecUsername,
             "SPIFFE ID spiffe://nico.local does not match requester",
+        ),
+        (
+            "bound pod missing",
+            good.clone().with(|c| c.pod = None),
+            Field::SpecExtraPodName,
+            "pod demo/web-0 that the requester's token is bound to does not exist",
+        ),
+        (
+            "bound pod replaced",
+            good.clone()
+                .with(|c| c.pod.as_mut().unwrap().uid = "new-uid".into()),
+            Field::SpecExtraPodUid,
+            "pod demo/web-0 has uid new-uid, but the token is bound to uid 0b5e7c1a-pod-web-0 \
+             (the pod was replaced)",
+        ),
+        (
+            "bound pod runs as another account",
+            good.clone()
+                .with(|c| c.pod.as_mut().unwrap().service_account = "db".into()),
+            Field::SpecExtraPodName,
+            "pod demo/web-0 runs as service account \"db\", not \"web\"",
+        ),
+        (
+            "bound pod in another namespace",
+            good.clone()
+                .with(|c| c.pod.as_mut().unwrap().namespace = "other".into()),
+            Field::SpecExtraPodName,
+            "does not exist",
+        ),
+        (
+            "pod name without uid",
+            good.clone().with(|c| {
+                c.extra.remove(EXTRA_POD_UID);
+            }),
+            Field::SpecExtraPodUid,
+            "the requester's token is bound to pod \"web-0\" but carries no pod uid",
+        ),
+        (
+            "two pod names",
+            good.clone().with(|c| {
+                c.extra
+                    .insert(EXTRA_POD_NAME.into(), vec!["web-0".into(), "web-1".into()]);
+            }),
+            Field::SpecExtraPodName,
+            "authentication.kubernetes.io/pod-name has 2 values: expected exactly one",
+        ),
+        (
+            "empty pod name",
+            good.clone().with(|c| {
+                c.extra.insert(EXTRA_POD_NAME.into(), vec![String::new()]);
+            }),
+            Field::SpecExtraPodName,
+            "authentication.kubernetes.io/pod-name is empty",
         ),
         (
             "annotation mismatch",
@@ -522,16 +666,161 @@ fn the_template_and_bounds_are_honoured() {
 #[test]
 fn the_request_debug_output_hides_the_csr() {
     let case = Case::good();
-    let request = SpiffeRequest {
-        namespace: &case.namespace,
-        request: case.csr.as_bytes(),
-        duration: case.duration.as_deref(),
-        is_ca: case.is_ca,
-        usages: &case.usages,
-        username: &case.username,
-        identity_annotation: case.annotation.as_deref(),
-    };
-    let debug = format!("{request:?}");
+    let debug = format!("{:?}", case.request());
     assert!(!debug.contains("BEGIN"), "{debug}");
     assert!(debug.contains("request_len"), "{debug}");
+}
+
+#[test]
+fn pod_binding_is_checked_when_present_and_required_when_configured() {
+    let unbound = Case::good().with(|c| {
+        c.extra.clear();
+        c.pod = None;
+    });
+    assert_eq!(
+        unbound.evaluate(&SpiffePolicy::default()),
+        Decision::Approve
+    );
+
+    let strict = SpiffePolicy::default()
+        .with_requester(RequesterMode::PodAccount {
+            require_pod_bound: true,
+        })
+        .unwrap();
+    let denial = unbound.evaluate(&strict);
+    let denial = denial.denial().unwrap();
+    assert_eq!(denial.field(), Field::SpecExtraPodName);
+    assert!(denial.reason().contains("not bound to a pod"), "{denial}");
+    assert_eq!(Case::good().evaluate(&strict), Decision::Approve);
+}
+
+#[test]
+fn the_key_allow_list_names_algorithm_and_size() {
+    let policy = SpiffePolicy::default()
+        .with_allowed_keys([AllowedKey::EcdsaP384, AllowedKey::Rsa(2048)])
+        .unwrap();
+    let p384 = Case::with_csr(rcgen_csr_with(&rcgen::PKCS_ECDSA_P384_SHA384, |_| {}));
+    let rsa = Case::with_csr(rcgen_csr_with(&rcgen::PKCS_RSA_SHA256, |_| {}));
+    assert_eq!(p384.evaluate(&policy), Decision::Approve);
+    assert_eq!(rsa.evaluate(&policy), Decision::Approve);
+    let denial = Case::good().evaluate(&policy);
+    assert_eq!(
+        denial.denial().unwrap().to_string(),
+        "csr.publicKey: key algorithm EC P-256 is not allowed: expected ecdsa-p384 or rsa-2048"
+    );
+
+    let bigger = SpiffePolicy::default()
+        .with_allowed_keys([AllowedKey::Rsa(4096)])
+        .unwrap();
+    let denial = rsa.evaluate(&bigger);
+    assert_eq!(
+        denial.denial().unwrap().reason(),
+        "key algorithm RSA 2048 bits is not allowed: expected rsa-4096"
+    );
+}
+
+#[test]
+fn the_issuer_is_compared_after_defaults() {
+    let policy = SpiffePolicy::default().with_issuer(IssuerName::new("ca", None, Some("")));
+    let spelled_out = Case::good()
+        .with(|c| c.issuer = IssuerName::new("ca", Some("Issuer"), Some("cert-manager.io")));
+    assert_eq!(spelled_out.evaluate(&policy), Decision::Approve);
+    let cluster =
+        Case::good().with(|c| c.issuer = IssuerName::new("ca", Some("ClusterIssuer"), None));
+    assert_eq!(
+        cluster.evaluate(&policy).denial().unwrap().field(),
+        Field::SpecIssuerRef
+    );
+}
+
+fn driver_policy() -> SpiffePolicy {
+    SpiffePolicy::default()
+        .with_requester(RequesterMode::DriverAccount {
+            accounts: [DRIVER.to_owned()].into(),
+        })
+        .unwrap()
+}
+
+#[test]
+fn driver_account_mode_denies_each_hostile_request_on_its_field() {
+    let policy = driver_policy();
+    let good = Case::good().by_driver();
+    assert_eq!(good.evaluate(&policy), Decision::Approve);
+    // The pod's own account is not a driver account in this mode.
+    assert_eq!(
+        Case::good().evaluate(&policy).denial().unwrap().field(),
+        Field::SpecUsername
+    );
+
+    let rows: Vec<(&str, Case, Field, &str)> = vec![
+        (
+            "not the driver",
+            good.clone()
+                .with(|c| c.username = "system:serviceaccount:nico-identity:other".into()),
+            Field::SpecUsername,
+            "requester \"system:serviceaccount:nico-identity:other\" is not a CSI driver \
+             account: expected system:serviceaccount:nico-identity:csi-node",
+        ),
+        (
+            "token without node",
+            good.clone().with(|c| {
+                c.extra.remove(EXTRA_NODE_NAME);
+            }),
+            Field::SpecExtraNodeName,
+            "the driver's token is not bound to a node",
+        ),
+        (
+            "no owner pod",
+            good.clone().with(|c| c.owner_pods.clear()),
+            Field::MetadataOwnerReferences,
+            "no owner reference of kind Pod",
+        ),
+        (
+            "two owner pods",
+            good.clone().with(|c| {
+                c.owner_pods.push(OwnerPod {
+                    name: "db-0".into(),
+                    uid: "x".into(),
+                })
+            }),
+            Field::MetadataOwnerReferences,
+            "2 owner references of kind Pod: expected exactly one",
+        ),
+        (
+            "owner pod missing",
+            good.clone().with(|c| c.pod = None),
+            Field::MetadataOwnerReferences,
+            "pod demo/web-0 named by the owner reference does not exist",
+        ),
+        (
+            "owner uid stale",
+            good.clone().with(|c| c.owner_pods[0].uid = "old".into()),
+            Field::MetadataOwnerReferences,
+            "pod demo/web-0 has uid 0b5e7c1a-pod-web-0, but the owner reference names uid old",
+        ),
+        (
+            "pod on another node",
+            good.clone()
+                .with(|c| c.pod.as_mut().unwrap().node_name = "node-2".into()),
+            Field::MetadataOwnerReferences,
+            "pod demo/web-0 runs on node \"node-2\", but the driver's token is bound to node \
+             \"node-1\"",
+        ),
+        (
+            "id of another account",
+            good.clone()
+                .with(|c| c.pod.as_mut().unwrap().service_account = "db".into()),
+            Field::CsrSubjectAltName,
+            "SPIFFE ID spiffe://nico.local/demo/sa/web does not match pod demo/web-0 running \
+             as service account \"db\" (expected spiffe://nico.local/demo/sa/db)",
+        ),
+    ];
+    for (name, case, field, fragment) in rows {
+        let decision = case.evaluate(&policy);
+        let Some(denial) = decision.denial() else {
+            panic!("{name}: approved, expected a denial on {field}");
+        };
+        assert_eq!(denial.field(), field, "{name}: {denial}");
+        assert!(denial.reason().contains(fragment), "{name}: {denial}");
+    }
 }
