@@ -1,19 +1,36 @@
 //! Watching CertificateRequests and signing the approved ones aimed at our issuers.
+//!
+//! Approved and unsigned: sign, check the result, write `status.certificate`, `status.ca` and
+//! `Ready=True`. Denied: `Ready=False` reason `Denied`. Issued or failed: untouched. A
+//! backend outage is retried with jittered backoff and written nowhere; a refusal or a
+//! result that fails its checks is a `Failed` condition with the reason.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Resource as _;
 use kube::api::{Api, PostParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
-use nico_k8s_types::{CertificateRequest, Condition, ConditionStatus, ConditionType, RequestState};
-use nico_runtime::RoleContext;
+use nico_k8s_types::{
+    CertificateRequest, Condition, ConditionStatus, ConditionType, IssuerRef, RequestState,
+};
+use nico_runtime::{LeaseConfig, RoleContext};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::backend::{Backend, BackendError, SignFailure};
 use crate::config::Settings;
-use crate::local_ca::{CaError, LocalCa, SignRequest};
+use crate::local_ca::SignRequest;
+use crate::metrics::{Metrics, Outcome};
+use crate::result::{self, Approved};
+
+/// cert-manager's lifetime when a request names none.
+const DEFAULT_DURATION: Duration = Duration::from_secs(90 * 24 * 3600);
 
 /// Why the issuer could not start.
 #[derive(Debug, thiserror::Error)]
@@ -21,75 +38,152 @@ pub enum RunError {
     /// The kube client could not be built.
     #[error(transparent)]
     Access(#[from] nico_runtime::KubeAccessError),
-    /// A CA could not be loaded.
-    #[error("issuer {issuer}: {source}")]
-    Ca {
+    /// A backend could not be set up.
+    #[error("failed to set up issuer {issuer}: {source}")]
+    Backend {
         /// The issuer reference.
         issuer: String,
         /// The cause.
         #[source]
-        source: CaError,
+        source: BackendError,
     },
+    /// Leader election could not start.
+    #[error(transparent)]
+    Leader(#[from] nico_runtime::LeaderError),
 }
 
 #[derive(Debug, thiserror::Error)]
 enum ReconcileError {
     #[error("failed to write status: {0}")]
     Write(#[source] kube::Error),
+    #[error("failed to read the certificaterequest: {0}")]
+    Read(#[source] kube::Error),
+    #[error("the backend is unavailable: {0}")]
+    Backend(String),
 }
 
-struct Backend {
-    issuer_ref: nico_k8s_types::IssuerRef,
-    ca: LocalCa,
+struct Issuer {
+    issuer_ref: IssuerRef,
+    name: String,
+    backend: Arc<Backend>,
 }
 
 struct Context {
     client: kube::Client,
-    backends: Vec<Backend>,
+    issuers: Vec<Issuer>,
+    metrics: Metrics,
+    recorder: Recorder,
+    min_lifetime: Duration,
+    /// Failed attempts per request uid, for backoff and for re-reading before a retry.
+    attempts: Mutex<HashMap<String, u32>>,
 }
 
-/// Loads every CA, then signs until `shutdown` fires.
+impl Context {
+    fn attempts(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        // Each critical section is one map operation: a poisoned map is still consistent.
+        self.attempts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Loads every backend, then signs until `shutdown` fires (while holding the Lease, when
+/// leader election is on).
 pub async fn run(settings: Settings, ctx: RoleContext) -> Result<(), RunError> {
     let client = ctx.access.client()?;
-    let shutdown = ctx.shutdown.clone();
-    let mut backends = Vec::with_capacity(settings.issuers.len());
+    let metrics = Metrics::default();
+    ctx.telemetry
+        .register("issuer", |registry| metrics.register(registry));
+    let readiness = ctx.telemetry.readiness();
+    let mut issuers = Vec::with_capacity(settings.issuers.len());
     for issuer in settings.issuers {
-        let ca = LocalCa::load_or_generate(&issuer.local_ca).map_err(|source| RunError::Ca {
-            issuer: issuer.issuer_ref.to_string(),
-            source,
-        })?;
-        info!(issuer = %issuer.issuer_ref, "issuer ready");
-        backends.push(Backend {
+        let name = issuer.issuer_ref.to_string();
+        let backend = Backend::load(&name, &issuer.backend, &client, &metrics)
+            .await
+            .map_err(|source| RunError::Backend {
+                issuer: name.clone(),
+                source,
+            })?;
+        let backend = Arc::new(backend);
+        backend.maintain(
+            readiness.register(format!("issuer {name}")),
+            ctx.shutdown.clone(),
+        );
+        info!(issuer = %name, "issuer ready");
+        issuers.push(Issuer {
             issuer_ref: issuer.issuer_ref,
-            ca,
+            name,
+            backend,
         });
     }
-    let api: Api<CertificateRequest> = Api::all(client.clone());
-    let context = Arc::new(Context { client, backends });
+    let reporter = Reporter {
+        controller: "nico-identity-issuer".into(),
+        instance: Some(ctx.identity.clone()),
+    };
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client: client.clone(),
+        issuers,
+        metrics,
+        min_lifetime: settings.min_lifetime,
+        attempts: Mutex::new(HashMap::new()),
+    });
+    match settings.lease_name {
+        Some(lease) => {
+            let lease = LeaseConfig::new(lease, ctx.namespace.clone(), ctx.identity.clone());
+            nico_runtime::run_as_leader(client, lease, ctx.shutdown.clone(), move |token| {
+                controller(context.clone(), token)
+            })
+            .await?;
+        }
+        None => controller(context, ctx.shutdown.clone()).await,
+    }
+    Ok(())
+}
+
+async fn controller(context: Arc<Context>, stop: CancellationToken) {
+    let api: Api<CertificateRequest> = Api::all(context.client.clone());
     Controller::new(api, watcher::Config::default())
-        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .graceful_shutdown_on(stop.cancelled_owned())
         .run(reconcile, retry, context)
         .for_each(|_| futures::future::ready(()))
         .await;
-    Ok(())
 }
 
 async fn reconcile(
     cr: Arc<CertificateRequest>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
-    let Some(backend) = ctx
-        .backends
+    let Some(issuer) = ctx
+        .issuers
         .iter()
-        .find(|b| b.issuer_ref.same_issuer(&cr.spec.issuer_ref))
+        .find(|i| i.issuer_ref.same_issuer(&cr.spec.issuer_ref))
     else {
         return Ok(Action::await_change());
     };
+    if cr.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
     let namespace = cr.metadata.namespace.clone().unwrap_or_default();
     let name = cr.metadata.name.clone().unwrap_or_default();
-    let already_signed = cr.status.as_ref().is_some_and(|s| s.certificate.is_some());
+    let uid = cr.metadata.uid.clone().unwrap_or_default();
+    let api: Api<CertificateRequest> = Api::namespaced(ctx.client.clone(), &namespace);
+    let signed =
+        |cr: &CertificateRequest| cr.status.as_ref().is_some_and(|s| s.certificate.is_some());
+    let mut cr = cr;
+    if cr.state() == RequestState::Approved && !signed(&cr) && ctx.attempts().contains_key(&uid) {
+        // A retry may run on a cached copy older than a write that already landed: read the
+        // request itself before signing it again.
+        match api.get_opt(&name).await.map_err(ReconcileError::Read)? {
+            Some(fresh) => cr = Arc::new(fresh),
+            None => {
+                ctx.attempts().remove(&uid);
+                return Ok(Action::await_change());
+            }
+        }
+    }
     let mut updated = (*cr).clone();
-    match cr.state() {
+    let event = match cr.state() {
         RequestState::Denied(_) => {
             let marked = cr.condition(ConditionType::Ready).is_some_and(|c| {
                 c.status == ConditionStatus::False.as_str() && c.reason.as_deref() == Some("Denied")
@@ -108,60 +202,114 @@ async fn reconcile(
                 namespace,
                 name, "denied certificaterequest marked as failed"
             );
+            None
         }
-        RequestState::Approved if !already_signed => {
-            let duration = cr
-                .spec
-                .duration
-                .as_deref()
-                .map(nico_policy::duration::parse_go_duration)
-                .transpose();
-            let signed = match duration {
-                Ok(duration) => backend.ca.sign(&SignRequest {
-                    csr: &cr.spec.request,
-                    // cert-manager's default when a request names no duration.
-                    duration: duration.unwrap_or(Duration::from_secs(90 * 24 * 3600)),
-                    usages: cr.spec.usages.as_deref().unwrap_or_default(),
-                    is_ca: cr.spec.is_ca.unwrap_or(false),
-                }),
-                Err(e) => Err(crate::local_ca::SignError::Usage(format!(
-                    "spec.duration: {e}"
-                ))),
-            };
-            match signed {
-                Ok(signed) => {
+        RequestState::Approved if !signed(&cr) => {
+            let outcome = sign(&cr, issuer, &ctx).await;
+            match outcome {
+                Ok(checked) => {
                     let status = updated.status.get_or_insert_with(Default::default);
-                    status.certificate = Some(signed.certificate_pem.into_bytes());
-                    status.ca = Some(signed.ca_pem.into_bytes());
+                    status.certificate = Some(checked.certificate_pem.into_bytes());
+                    status.ca = Some(checked.ca_pem.into_bytes());
                     updated.set_condition(Condition::new(
                         ConditionType::Ready,
                         ConditionStatus::True,
                         "Issued",
                         "Certificate fetched from issuer successfully",
                     ));
-                    info!(namespace, name, serial = %signed.serial, issuer = %backend.issuer_ref, "certificate issued");
+                    info!(namespace, name, serial = %checked.serial, not_after = %checked.not_after, issuer = %issuer.name, "certificate issued");
+                    Some((
+                        Outcome::Issued,
+                        EventType::Normal,
+                        "Issued",
+                        format!(
+                            "Certificate issued by {} (serial {})",
+                            issuer.name, checked.serial
+                        ),
+                    ))
                 }
-                Err(error) => {
+                Err(SignFailure::Permanent(reason)) => {
+                    let message = format!("failed to sign: {reason}");
                     updated.set_condition(Condition::new(
                         ConditionType::Ready,
                         ConditionStatus::False,
                         "Failed",
-                        format!("failed to sign: {error}"),
+                        message.clone(),
                     ));
                     set_failure_time(&mut updated);
-                    warn!(namespace, name, %error, "failed to sign certificaterequest");
+                    warn!(namespace, name, issuer = %issuer.name, reason, "certificaterequest failed");
+                    Some((Outcome::Failed, EventType::Warning, "Failed", message))
+                }
+                Err(SignFailure::Transient(reason)) => {
+                    ctx.metrics.signature(&issuer.name, Outcome::Retried);
+                    return Err(ReconcileError::Backend(reason));
                 }
             }
         }
-        _ => return Ok(Action::await_change()),
-    }
-    let api: Api<CertificateRequest> = Api::namespaced(ctx.client.clone(), &namespace);
+        _ => {
+            ctx.attempts().remove(&uid);
+            return Ok(Action::await_change());
+        }
+    };
     // The PUT carries the resourceVersion we acted on: if another writer (a second replica)
     // got there first, this fails with 409 and nothing is signed twice into the object.
-    api.replace_status(&name, &PostParams::default(), &updated)
+    let written = api
+        .replace_status(&name, &PostParams::default(), &updated)
         .await
         .map_err(ReconcileError::Write)?;
+    ctx.attempts().remove(&uid);
+    if let Some((outcome, type_, reason, note)) = event {
+        ctx.metrics.signature(&issuer.name, outcome);
+        let recorder = ctx.recorder.clone();
+        let reference = written.object_ref(&());
+        // Events are a courtesy: publishing them must not hold up the next signature.
+        tokio::spawn(async move {
+            let event = Event {
+                type_,
+                reason: reason.to_owned(),
+                note: Some(note),
+                action: "Sign".to_owned(),
+                secondary: None,
+            };
+            if let Err(error) = recorder.publish(&event, &reference).await {
+                debug!(%error, "failed to publish an event");
+            }
+        });
+    }
     Ok(Action::await_change())
+}
+
+/// Signs the request with the issuer's backend and checks the answer.
+async fn sign(
+    cr: &CertificateRequest,
+    issuer: &Issuer,
+    ctx: &Context,
+) -> Result<result::Checked, SignFailure> {
+    let duration = match cr.spec.duration.as_deref() {
+        None => DEFAULT_DURATION,
+        Some(text) => nico_policy::duration::parse_go_duration(text)
+            .map_err(|e| SignFailure::Permanent(format!("spec.duration: {e}")))?,
+    };
+    let csr = nico_csr::parse_csr(&cr.spec.request)
+        .map_err(|e| SignFailure::Permanent(format!("spec.request: {e}")))?;
+    let request = SignRequest {
+        csr_pem: &cr.spec.request,
+        csr: &csr,
+        duration,
+        usages: cr.spec.usages.as_deref().unwrap_or_default(),
+        is_ca: cr.spec.is_ca.unwrap_or(false),
+    };
+    let started = Instant::now();
+    let issued = issuer.backend.sign(&request).await?;
+    ctx.metrics
+        .signing_took(&issuer.name, started.elapsed().as_secs_f64());
+    let approved = Approved {
+        csr: &csr,
+        duration,
+        min_lifetime: ctx.min_lifetime,
+    };
+    result::check(issued, &approved, time::OffsetDateTime::now_utc())
+        .map_err(|e| SignFailure::Permanent(e.to_string()))
 }
 
 fn set_failure_time(cr: &mut CertificateRequest) {
@@ -171,16 +319,64 @@ fn set_failure_time(cr: &mut CertificateRequest) {
         .get_or_insert_with(|| Time(jiff::Timestamp::now()));
 }
 
-fn retry(cr: Arc<CertificateRequest>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
-    let conflict = matches!(error, ReconcileError::Write(kube::Error::Api(s)) if s.code == 409);
-    if conflict {
-        debug!(
-            name = cr.metadata.name.as_deref(),
-            "status write raced with another write; retrying"
-        );
-        Action::requeue(Duration::from_millis(200))
-    } else {
-        warn!(name = cr.metadata.name.as_deref(), %error, "failed to update certificaterequest; retrying");
-        Action::requeue(Duration::from_secs(5))
+/// Exponential backoff from 0.5 s to 30 s with jitter over the upper half, so requests
+/// that failed together do not all retry together.
+fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(500).saturating_mul(1 << attempt.min(6));
+    let capped = base.min(Duration::from_secs(30));
+    let half = capped / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
+fn retry(cr: Arc<CertificateRequest>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    let name = cr.metadata.name.as_deref();
+    let uid = cr.metadata.uid.clone().unwrap_or_default();
+    let attempt = {
+        let mut attempts = ctx.attempts();
+        let count = attempts.entry(uid).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    };
+    match error {
+        ReconcileError::Write(kube::Error::Api(status)) if status.code == 409 => {
+            debug!(name, "status write raced with another write; retrying");
+            Action::requeue(Duration::from_millis(200))
+        }
+        ReconcileError::Backend(reason) => {
+            let delay = backoff(attempt - 1);
+            warn!(
+                name,
+                attempt,
+                delay_ms = delay.as_millis() as u64,
+                reason,
+                "backend unavailable; retrying"
+            );
+            Action::requeue(delay)
+        }
+        other => {
+            warn!(name, attempt, error = %other, "failed to update certificaterequest; retrying");
+            Action::requeue(backoff(attempt - 1))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_a_jittered_cap() {
+        for attempt in 0..20 {
+            let delay = backoff(attempt);
+            let ceiling = Duration::from_millis(500)
+                .saturating_mul(1 << attempt.min(6))
+                .min(Duration::from_secs(30));
+            assert!(
+                delay >= ceiling / 2 && delay <= ceiling,
+                "{attempt}: {delay:?}"
+            );
+        }
+        assert!(backoff(10) <= Duration::from_secs(30));
+        assert!(backoff(10) >= Duration::from_secs(15));
     }
 }

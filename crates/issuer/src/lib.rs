@@ -1,14 +1,27 @@
 //! The issuer: signs approved CertificateRequests aimed at one of its configured issuers and
 //! writes the chain back; marks denied ones as failed.
 //!
-//! Backends sign; the controller decides when. Today's backend is a local CA (key and
-//! certificate from files, generated for development when absent).
-//! TODO(#5): the Vault/OpenBao backend, CA from a Secret, intermediates and CA rotation.
+//! Backends sign; the controller decides when, and checks every answer before writing it:
+//! - a local CA ([`LocalCa`]): key and certificate from files or a Secret, optionally an
+//!   intermediate with its chain, generated and rotated for development;
+//! - Vault or OpenBao ([`VaultBackend`]): a PKI role's `sign` endpoint, with Kubernetes,
+//!   AppRole or token-file auth and one cached, renewed token.
 
+mod backend;
+mod ca_store;
 mod config;
 mod controller;
 mod local_ca;
+mod metrics;
+mod result;
+mod vault;
 
-pub use config::{Config, ConfigError, IssuerConfig, LocalCaConfig, Settings};
+pub use backend::BackendError;
+pub use config::{
+    BackendSettings, CaSource, Config, ConfigError, IssuerConfig, IssuerSettings, LocalCaConfig,
+    Settings, ValidLocalCa, ValidVault, VaultAuthConfig, VaultConfig,
+};
 pub use controller::{RunError, run};
-pub use local_ca::{CaError, LocalCa, SignError, SignRequest, Signed};
+pub use local_ca::{CaError, CaMaterial, Issued, LocalCa, SignError, SignRequest};
+pub use result::{Checked, ResultError};
+pub use vault::{VaultBackend, VaultError};

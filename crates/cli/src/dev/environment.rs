@@ -124,11 +124,13 @@ impl DevEnvironment {
             kind: config.csi_node.issuer.kind.clone(),
             group: config.csi_node.issuer.group.clone(),
             local_ca: Some(nico_issuer::LocalCaConfig {
-                certificate: workdir.join("ca/ca.crt"),
-                key: workdir.join("ca/ca.key"),
+                certificate: Some(workdir.join("ca/ca.crt")),
+                key: Some(workdir.join("ca/ca.key")),
+                secret: None,
                 generate: true,
                 validity: "8760h".to_owned(),
             }),
+            vault: None,
         }];
         let csi = config
             .csi_node
