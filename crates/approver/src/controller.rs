@@ -90,7 +90,8 @@ async fn reconcile(
         usages: &usages,
         username: cr.spec.username.as_deref().unwrap_or_default(),
         extra: &extra,
-        owner_pods: &[],
+        pod_name_annotation: annotation_of(&cr, nico_policy::POD_NAME_ANNOTATION),
+        pod_uid_annotation: annotation_of(&cr, nico_policy::POD_UID_ANNOTATION),
         identity_annotation: annotation.map(String::as_str),
     };
     let pod = match ctx.settings.policy.pod_to_look_up(&request) {
@@ -157,4 +158,12 @@ fn retry(cr: Arc<CertificateRequest>, error: &ReconcileError, _ctx: Arc<Context>
         warn!(name = cr.metadata.name.as_deref(), %error, "failed to decide certificaterequest; retrying");
         Action::requeue(Duration::from_secs(5))
     }
+}
+
+fn annotation_of<'c>(cr: &'c CertificateRequest, key: &str) -> Option<&'c str> {
+    cr.metadata
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
 }

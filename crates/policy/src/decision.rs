@@ -27,8 +27,10 @@ pub enum Field {
     SpecExtraNodeName,
     /// `metadata.namespace`.
     MetadataNamespace,
-    /// `metadata.ownerReferences`: the pod a driver-made request is for.
-    MetadataOwnerReferences,
+    /// The `identity.nico.io/pod-name` annotation: the pod a driver-made request is for.
+    PodNameAnnotation,
+    /// The `identity.nico.io/pod-uid` annotation.
+    PodUidAnnotation,
     /// The `spiffe.csi.cert-manager.io/identity` annotation.
     IdentityAnnotation,
     /// The CSR's subject name.
@@ -59,7 +61,8 @@ impl Field {
             Self::SpecExtraPodUid => "spec.extra[authentication.kubernetes.io/pod-uid]",
             Self::SpecExtraNodeName => "spec.extra[authentication.kubernetes.io/node-name]",
             Self::MetadataNamespace => "metadata.namespace",
-            Self::MetadataOwnerReferences => "metadata.ownerReferences",
+            Self::PodNameAnnotation => "metadata.annotations[identity.nico.io/pod-name]",
+            Self::PodUidAnnotation => "metadata.annotations[identity.nico.io/pod-uid]",
             Self::IdentityAnnotation => "metadata.annotations[spiffe.csi.cert-manager.io/identity]",
             Self::CsrSubject => "csr.subject",
             Self::CsrSubjectAltName => "csr.subjectAltName",

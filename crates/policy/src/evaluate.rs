@@ -31,17 +31,14 @@ struct Entitled<'a> {
 impl SpiffePolicy {
     /// The pod the caller must read (in the request's namespace) and pass to
     /// [`SpiffePolicy::evaluate`]: the pod the requester's token is bound to, or in
-    /// driver-account mode the pod the request's owner reference names. `None` when the
-    /// request names no pod (or names it ambiguously, which `evaluate` denies).
+    /// driver-account mode the pod the request's pod annotation names. `None` when the
+    /// request names no pod.
     pub fn pod_to_look_up<'r>(&self, request: &SpiffeRequest<'r>) -> Option<PodQuery<'r>> {
         let name = match &self.requester {
             RequesterMode::PodAccount { .. } => {
                 extra_value(request.extra, EXTRA_POD_NAME).ok().flatten()?
             }
-            RequesterMode::DriverAccount { .. } => match request.owner_pods {
-                [owner] => owner.name.as_str(),
-                _ => return None,
-            },
+            RequesterMode::DriverAccount { .. } => request.pod_name_annotation?,
         };
         Some(PodQuery { name })
     }
@@ -60,8 +57,8 @@ impl SpiffePolicy {
     /// 6. the requester is entitled: in pod-account mode `spec.username` is a service
     ///    account of the request's namespace and, for a pod-bound token, the pod exists
     ///    with the bound uid and runs as that account; in driver-account mode the requester
-    ///    is a driver account whose token is bound to a node, and the owner pod exists with
-    ///    its uid on that node;
+    ///    is a driver account whose token is bound to a node, and the annotated pod exists
+    ///    with the annotated uid on that node;
     /// 7. the CSR holds exactly one URI SAN, a SPIFFE ID of our trust domain equal to the
     ///    ID rendered from the template for the entitled account, and the identity
     ///    annotation, if present, equals it.
@@ -370,7 +367,8 @@ fn pod_account<'r>(
 }
 
 /// Driver-account mode: the requester is a driver account whose token is bound to a node,
-/// and the one owner pod exists with its uid on that node; the ID is the pod's account's.
+/// and the annotated pod exists with the annotated uid on that node; the ID is the pod's
+/// account's.
 fn driver_account<'p>(
     request: &SpiffeRequest<'_>,
     pod: Option<&'p PodFacts>,
@@ -393,45 +391,36 @@ fn driver_account<'p>(
                           driver pod";
             Denial::new(Field::SpecExtraNodeName, reason)
         })?;
-    let owner = match request.owner_pods {
-        [owner] => owner,
-        [] => {
-            let reason = "no owner reference of kind Pod: expected the pod the certificate is for";
-            return Err(Denial::new(Field::MetadataOwnerReferences, reason));
-        }
-        several => {
-            let reason = format!(
-                "{} owner references of kind Pod: expected exactly one",
-                several.len()
-            );
-            return Err(Denial::new(Field::MetadataOwnerReferences, reason));
-        }
+    let Some(name) = request.pod_name_annotation.filter(|n| !n.is_empty()) else {
+        let reason = "no pod named: expected the name of the pod the certificate is for";
+        return Err(Denial::new(Field::PodNameAnnotation, reason));
+    };
+    let Some(uid) = request.pod_uid_annotation.filter(|u| !u.is_empty()) else {
+        let reason = "no pod uid: expected the uid of the pod the certificate is for";
+        return Err(Denial::new(Field::PodUidAnnotation, reason));
     };
     let namespace = request.namespace;
-    let pod = found(pod, namespace, &owner.name).ok_or_else(|| {
-        let reason = format!(
-            "pod {namespace}/{} named by the owner reference does not exist",
-            clip(&owner.name)
-        );
-        Denial::new(Field::MetadataOwnerReferences, reason)
+    let pod = found(pod, namespace, name).ok_or_else(|| {
+        let reason = format!("pod {namespace}/{} does not exist", clip(name));
+        Denial::new(Field::PodNameAnnotation, reason)
     })?;
-    if pod.uid != owner.uid {
+    if pod.uid != uid {
         let reason = format!(
-            "pod {namespace}/{} has uid {}, but the owner reference names uid {}",
-            pod.name,
+            "pod {namespace}/{name} has uid {}, but the request names uid {} (the pod was \
+             replaced)",
             pod.uid,
-            clip(&owner.uid)
+            clip(uid)
         );
-        return Err(Denial::new(Field::MetadataOwnerReferences, reason));
+        return Err(Denial::new(Field::PodUidAnnotation, reason));
     }
     if pod.node_name != node {
         let reason = format!(
-            "pod {namespace}/{} runs on node {:?}, but the driver's token is bound to node {:?}",
-            pod.name,
+            "pod {namespace}/{name} runs on node {:?}, but the driver's token is bound to node \
+             {:?}",
             pod.node_name,
             clip(node)
         );
-        return Err(Denial::new(Field::MetadataOwnerReferences, reason));
+        return Err(Denial::new(Field::PodNameAnnotation, reason));
     }
     Ok(Entitled {
         namespace: &pod.namespace,

@@ -25,6 +25,7 @@ pub use decision::{Decision, Denial, Field};
 pub use issuer::{DEFAULT_ISSUER_GROUP, DEFAULT_ISSUER_KIND, IssuerName};
 pub use keys::{AllowedKey, AllowedKeyError, MAX_RSA_BITS, MIN_RSA_BITS};
 pub use pod::{
-    EXTRA_NODE_NAME, EXTRA_POD_NAME, EXTRA_POD_UID, OwnerPod, PodFacts, PodQuery, RequesterMode,
+    EXTRA_NODE_NAME, EXTRA_POD_NAME, EXTRA_POD_UID, POD_NAME_ANNOTATION, POD_UID_ANNOTATION,
+    PodFacts, PodQuery, RequesterMode,
 };
 pub use request::{IDENTITY_ANNOTATION, REQUIRED_USAGES, SpiffeRequest};

@@ -25,7 +25,7 @@ pub enum RequesterMode {
         require_pod_bound: bool,
     },
     /// A CSI driver creates requests with its own account on behalf of the pod named by
-    /// the request's owner reference. The requester must be one of these accounts, its
+    /// the request's pod annotations. The requester must be one of these accounts, its
     /// token must be bound to a node, and the pod must run on that node.
     DriverAccount {
         /// The driver accounts, `system:serviceaccount:<namespace>:<name>`.
@@ -56,14 +56,11 @@ pub struct PodFacts {
     pub node_name: String,
 }
 
-/// An owner reference of kind `Pod` (API version `v1`) on the request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OwnerPod {
-    /// The pod's name.
-    pub name: String,
-    /// The pod's uid.
-    pub uid: String,
-}
+/// Annotation naming the pod a driver-made request is for (in the request's namespace).
+pub const POD_NAME_ANNOTATION: &str = "identity.nico.io/pod-name";
+
+/// Annotation carrying the uid of the pod a driver-made request is for.
+pub const POD_UID_ANNOTATION: &str = "identity.nico.io/pod-uid";
 
 /// The pod the caller must look up, in the request's namespace, before judging.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::{IssuerName, OwnerPod};
+use crate::IssuerName;
 
 /// The annotation carrying the SPIFFE ID the node driver asked for.
 pub const IDENTITY_ANNOTATION: &str = "spiffe.csi.cert-manager.io/identity";
@@ -37,8 +37,11 @@ pub struct SpiffeRequest<'a> {
     /// `spec.extra`, set by the admission webhook: for a pod-bound token, the pod's name and
     /// uid and the node's name.
     pub extra: &'a BTreeMap<String, Vec<String>>,
-    /// The owner references of kind `Pod` in `metadata.ownerReferences`.
-    pub owner_pods: &'a [OwnerPod],
+    /// The [`POD_NAME_ANNOTATION`](crate::POD_NAME_ANNOTATION) value: in driver-account
+    /// mode, the pod the request is for.
+    pub pod_name_annotation: Option<&'a str>,
+    /// The [`POD_UID_ANNOTATION`](crate::POD_UID_ANNOTATION) value.
+    pub pod_uid_annotation: Option<&'a str>,
     /// The [`IDENTITY_ANNOTATION`] value, if the annotation is present.
     pub identity_annotation: Option<&'a str>,
 }
@@ -55,7 +58,8 @@ impl fmt::Debug for SpiffeRequest<'_> {
             .field("usages", &self.usages)
             .field("username", &self.username)
             .field("extra", &self.extra)
-            .field("owner_pods", &self.owner_pods)
+            .field("pod_name_annotation", &self.pod_name_annotation)
+            .field("pod_uid_annotation", &self.pod_uid_annotation)
             .field("identity_annotation", &self.identity_annotation)
             .finish()
     }

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use nico_csr::{KeyAlgorithm, PrivateKey, build_spiffe_csr};
 use nico_policy::{
     AllowedKey, Decision, EXTRA_NODE_NAME, EXTRA_POD_NAME, EXTRA_POD_UID, Field, IssuerName,
-    OwnerPod, PodFacts, RequesterMode, SpiffePolicy, SpiffeRequest,
+    PodFacts, RequesterMode, SpiffePolicy, SpiffeRequest,
 };
 use nico_spiffe_id::{CERT_MANAGER_TEMPLATE, IdTemplate, SpiffeId, TrustDomain};
 use rcgen::string::Ia5String;
@@ -34,7 +34,7 @@ struct Case {
     usages: Vec<String>,
     username: String,
     extra: BTreeMap<String, Vec<String>>,
-    owner_pods: Vec<OwnerPod>,
+    pod_annotations: Option<(String, String)>,
     annotation: Option<String>,
     pod: Option<PodFacts>,
 }
@@ -84,10 +84,7 @@ impl Case {
                 (EXTRA_POD_UID, POD_UID),
                 (EXTRA_NODE_NAME, "node-1"),
             ]),
-            owner_pods: vec![OwnerPod {
-                name: "web-0".into(),
-                uid: POD_UID.into(),
-            }],
+            pod_annotations: None,
             annotation: Some(ID.into()),
             pod: Some(web_pod()),
         }
@@ -97,6 +94,7 @@ impl Case {
     fn by_driver(self) -> Self {
         self.with(|c| {
             c.username = DRIVER.into();
+            c.pod_annotations = Some(("web-0".into(), POD_UID.into()));
             c.extra = extra(&[
                 (EXTRA_POD_NAME, "csi-node-x7"),
                 (EXTRA_POD_UID, "driver-pod-uid"),
@@ -120,7 +118,8 @@ impl Case {
             usages: &self.usages,
             username: &self.username,
             extra: &self.extra,
-            owner_pods: &self.owner_pods,
+            pod_name_annotation: self.pod_annotations.as_ref().map(|(n, _)| n.as_str()),
+            pod_uid_annotation: self.pod_annotations.as_ref().map(|(_, u)| u.as_str()),
             identity_annotation: self.annotation.as_deref(),
         }
     }
@@ -770,39 +769,36 @@ fn driver_account_mode_denies_each_hostile_request_on_its_field() {
             "the driver's token is not bound to a node",
         ),
         (
-            "no owner pod",
-            good.clone().with(|c| c.owner_pods.clear()),
-            Field::MetadataOwnerReferences,
-            "no owner reference of kind Pod",
+            "no pod named",
+            good.clone().with(|c| c.pod_annotations = None),
+            Field::PodNameAnnotation,
+            "no pod named: expected the name of the pod the certificate is for",
         ),
         (
-            "two owner pods",
-            good.clone().with(|c| {
-                c.owner_pods.push(OwnerPod {
-                    name: "db-0".into(),
-                    uid: "x".into(),
-                })
-            }),
-            Field::MetadataOwnerReferences,
-            "2 owner references of kind Pod: expected exactly one",
+            "no pod uid",
+            good.clone()
+                .with(|c| c.pod_annotations.as_mut().unwrap().1 = String::new()),
+            Field::PodUidAnnotation,
+            "no pod uid",
         ),
         (
-            "owner pod missing",
+            "named pod missing",
             good.clone().with(|c| c.pod = None),
-            Field::MetadataOwnerReferences,
-            "pod demo/web-0 named by the owner reference does not exist",
+            Field::PodNameAnnotation,
+            "pod demo/web-0 does not exist",
         ),
         (
-            "owner uid stale",
-            good.clone().with(|c| c.owner_pods[0].uid = "old".into()),
-            Field::MetadataOwnerReferences,
-            "pod demo/web-0 has uid 0b5e7c1a-pod-web-0, but the owner reference names uid old",
+            "named pod replaced",
+            good.clone()
+                .with(|c| c.pod_annotations.as_mut().unwrap().1 = "old".into()),
+            Field::PodUidAnnotation,
+            "pod demo/web-0 has uid 0b5e7c1a-pod-web-0, but the request names uid old",
         ),
         (
             "pod on another node",
             good.clone()
                 .with(|c| c.pod.as_mut().unwrap().node_name = "node-2".into()),
-            Field::MetadataOwnerReferences,
+            Field::PodNameAnnotation,
             "pod demo/web-0 runs on node \"node-2\", but the driver's token is bound to node \
              \"node-1\"",
         ),
