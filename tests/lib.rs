@@ -13,11 +13,7 @@ pub async fn dev_environment() -> (DevEnvironment, tempfile::TempDir) {
     // Several tests in one process: the provider may already be installed.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let workdir = tempfile::tempdir().expect("a temporary directory");
-    let options = DevOptions {
-        workdir: workdir.path().to_owned(),
-        duration: None,
-        config: Default::default(),
-    };
+    let options = DevOptions::new(workdir.path());
     let environment = DevEnvironment::start(options)
         .await
         .expect("the dev environment starts");

@@ -86,7 +86,7 @@ async fn a_token_of_another_account_is_denied_and_nothing_is_written() {
         &real.pod_uid,
         "web",
         real.target_path.clone(),
-        env.driver.settings().files.clone(),
+        env.csi_settings().files.clone(),
     );
     let kubelet = env.kubelet().await.unwrap();
     let (token, expires) = kubelet.token_for(&real, "intruder").await.unwrap();

@@ -50,6 +50,11 @@ pub enum Command {
     /// SPIFFE ID tools.
     #[command(subcommand)]
     SpiffeId(SpiffeIdCommand),
+    /// Show and check the certificate in a volume directory (exit 0 healthy, 1 not).
+    Inspect {
+        /// The volume directory, e.g. /var/run/secrets/spiffe.io inside a pod.
+        dir: PathBuf,
+    },
     /// Print the version.
     Version,
 }

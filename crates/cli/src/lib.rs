@@ -6,6 +6,7 @@
 
 mod args;
 mod config;
+mod inspect;
 mod roles;
 mod spiffe_id;
 

@@ -46,6 +46,7 @@ pub(crate) async fn run(global: GlobalArgs, command: Command) -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
         Command::Dev(args) => crate::dev::run(args, config).await,
+        Command::Inspect { dir } => crate::inspect::run(&dir, &config.csi_node.files),
         Command::SpiffeId(_) | Command::Version => ExitCode::SUCCESS,
     }
 }

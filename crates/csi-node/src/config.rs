@@ -38,6 +38,93 @@ pub struct Config {
     pub publish_timeout: String,
     /// File names inside the volume.
     pub files: FileNames,
+    /// Key algorithms a volume may ask for with the `identity.nico.io/key-algorithm` volume
+    /// attribute, besides `key_algorithm`. Empty: volumes always get `key_algorithm`.
+    pub allowed_key_algorithms: Vec<String>,
+    /// Where per-volume metadata (never tokens) and, when mounting, each volume's tmpfs live.
+    /// Must survive driver restarts and, when mounting, be on a host path mounted with
+    /// bidirectional propagation (the chart uses the plugin directory under kubelet's root).
+    pub state_dir: PathBuf,
+    /// The only directories target paths may lie under; nothing elsewhere is ever touched.
+    pub target_roots: Vec<PathBuf>,
+    /// Mount a tmpfs per volume and bind it read-only at the target path (needs privileges).
+    /// `false` writes the files into the target directory instead, for unprivileged
+    /// environments and tests.
+    pub mount: bool,
+    /// Who creates the CertificateRequests: `pod` (the pod's own service account, with the
+    /// token kubelet passes) or `driver` (the driver's account, naming the pod in annotations,
+    /// for clusters that do not grant pods `create certificaterequests`).
+    pub request_identity: RequestIdentity,
+    /// The shortest certificate lifetime accepted from an issuer (Go duration syntax); shorter
+    /// answers are refused. Never more than half the requested duration.
+    pub min_lifetime: String,
+    /// kubelet plugin registration, served in-process.
+    pub registration: RegistrationConfig,
+    /// A ConfigMap whose `issuer-name`, `issuer-kind` and `issuer-group` keys override
+    /// `issuer` at runtime.
+    pub issuer_config_map: Option<ObjectName>,
+    /// Where `ca.crt` comes from. Unset: each issuer answer's `status.ca`.
+    pub trust_bundle: TrustBundleConfig,
+}
+
+/// Who authenticates the CertificateRequests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestIdentity {
+    /// The pod's own service account (its token from kubelet).
+    #[default]
+    Pod,
+    /// The driver's service account, the pod named in annotations.
+    Driver,
+}
+
+/// kubelet plugin registration settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrationConfig {
+    /// Serve the registration socket (instead of a node-driver-registrar sidecar).
+    pub enabled: bool,
+    /// The registration socket, in kubelet's `plugins_registry` directory.
+    pub socket: PathBuf,
+    /// The CSI socket path as kubelet sees it on the node.
+    pub kubelet_endpoint: PathBuf,
+}
+
+/// A namespaced object name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectName {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+/// Where the trust bundle comes from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrustBundleConfig {
+    /// A PEM file watched for changes.
+    pub file: Option<PathBuf>,
+    /// A ConfigMap key holding PEM, watched for changes.
+    pub config_map: Option<ConfigMapKey>,
+}
+
+/// A key of a ConfigMap.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigMapKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// The data key.
+    #[serde(default = "default_bundle_key")]
+    pub key: String,
+}
+
+fn default_bundle_key() -> String {
+    "ca.crt".to_owned()
 }
 
 /// The issuer reference written into every request.
@@ -78,6 +165,27 @@ impl Default for Config {
             token_audience: String::new(),
             publish_timeout: "60s".to_owned(),
             files: FileNames::default(),
+            allowed_key_algorithms: Vec::new(),
+            state_dir: PathBuf::from(format!("/var/lib/kubelet/plugins/{DEFAULT_DRIVER_NAME}")),
+            target_roots: vec![PathBuf::from("/var/lib/kubelet/pods")],
+            mount: true,
+            request_identity: RequestIdentity::Pod,
+            min_lifetime: "5m".to_owned(),
+            registration: RegistrationConfig::default(),
+            issuer_config_map: None,
+            trust_bundle: TrustBundleConfig::default(),
+        }
+    }
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            socket: PathBuf::from(format!("/registration/{DEFAULT_DRIVER_NAME}-reg.sock")),
+            kubelet_endpoint: PathBuf::from(format!(
+                "/var/lib/kubelet/plugins/{DEFAULT_DRIVER_NAME}/csi.sock"
+            )),
         }
     }
 }
@@ -144,6 +252,24 @@ pub struct Settings {
     pub publish_timeout: Duration,
     /// File names.
     pub files: FileNames,
+    /// Algorithms a volume may choose (always includes `key_algorithm`).
+    pub allowed_key_algorithms: Vec<KeyAlgorithm>,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Allowed roots of target paths.
+    pub target_roots: Vec<PathBuf>,
+    /// Whether volumes are tmpfs mounts.
+    pub mount: bool,
+    /// Who creates requests.
+    pub request_identity: RequestIdentity,
+    /// Shortest lifetime accepted.
+    pub min_lifetime: Duration,
+    /// Registration settings; `None` when disabled.
+    pub registration: Option<RegistrationConfig>,
+    /// Runtime issuer override.
+    pub issuer_config_map: Option<ObjectName>,
+    /// Trust bundle source.
+    pub trust_bundle: TrustBundleConfig,
 }
 
 impl Config {
@@ -191,7 +317,83 @@ impl Config {
                 "the three file names must differ",
             ));
         }
+        let mut allowed_key_algorithms = vec![key_algorithm];
+        for name in &self.allowed_key_algorithms {
+            let algorithm = name
+                .parse::<KeyAlgorithm>()
+                .map_err(|e| invalid("csi_node.allowed_key_algorithms", e))?;
+            if !allowed_key_algorithms.contains(&algorithm) {
+                allowed_key_algorithms.push(algorithm);
+            }
+        }
+        let target_roots = self
+            .target_roots
+            .iter()
+            .map(|root| check_root("csi_node.target_roots", root))
+            .collect::<Result<Vec<_>, _>>()?;
+        if target_roots.is_empty() {
+            return Err(invalid(
+                "csi_node.target_roots",
+                "at least one root is required",
+            ));
+        }
+        let state_dir = check_root("csi_node.state_dir", &self.state_dir)?;
+        if target_roots
+            .iter()
+            .any(|root| state_dir.starts_with(root) || root.starts_with(&state_dir))
+        {
+            return Err(invalid(
+                "csi_node.state_dir",
+                "must not overlap a target root: pods must never see driver state",
+            ));
+        }
+        let min_lifetime = parse_duration("csi_node.min_lifetime", &self.min_lifetime)?;
+        let registration = if self.registration.enabled {
+            for (key, path) in [
+                ("csi_node.registration.socket", &self.registration.socket),
+                (
+                    "csi_node.registration.kubelet_endpoint",
+                    &self.registration.kubelet_endpoint,
+                ),
+            ] {
+                check_root(key, path)?;
+            }
+            Some(self.registration.clone())
+        } else {
+            None
+        };
+        if let Some(bundle) = &self.trust_bundle.config_map
+            && (bundle.namespace.is_empty() || bundle.name.is_empty() || bundle.key.is_empty())
+        {
+            return Err(invalid(
+                "csi_node.trust_bundle.config_map",
+                "namespace, name and key are required",
+            ));
+        }
+        if self.trust_bundle.file.is_some() && self.trust_bundle.config_map.is_some() {
+            return Err(invalid(
+                "csi_node.trust_bundle",
+                "set either file or config_map, not both",
+            ));
+        }
+        if let Some(map) = &self.issuer_config_map
+            && (map.namespace.is_empty() || map.name.is_empty())
+        {
+            return Err(invalid(
+                "csi_node.issuer_config_map",
+                "namespace and name are required",
+            ));
+        }
         Ok(Settings {
+            allowed_key_algorithms,
+            state_dir,
+            target_roots,
+            mount: self.mount,
+            request_identity: self.request_identity,
+            min_lifetime: min_lifetime.min(duration / 2),
+            registration,
+            issuer_config_map: self.issuer_config_map.clone(),
+            trust_bundle: self.trust_bundle.clone(),
             driver_name: self.driver_name.clone(),
             node_id: self.node_id.clone(),
             endpoint: self.endpoint.clone(),
@@ -213,6 +415,28 @@ impl Config {
 
 fn parse_duration(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
     nico_policy::duration::parse_go_duration(value).map_err(|e| invalid(key, e))
+}
+
+/// A configured directory must be absolute and free of `.` and `..`, so that prefix checks on
+/// it mean what they say.
+fn check_root(key: &'static str, path: &std::path::Path) -> Result<PathBuf, ConfigError> {
+    use std::path::Component;
+    let plain = path.is_absolute()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+        && path.components().count() > 1;
+    if plain {
+        Ok(path.to_owned())
+    } else {
+        Err(invalid(
+            key,
+            format!(
+                "{} must be an absolute path without '.' or '..'",
+                path.display()
+            ),
+        ))
+    }
 }
 
 /// A file name must be one plain path component that cannot collide with the `..data`

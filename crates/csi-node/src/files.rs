@@ -123,7 +123,49 @@ fn remove_old_generations(target: &Path, current: &str) {
     }
 }
 
+/// The files a volume currently shows.
+pub(crate) struct CurrentFiles {
+    pub(crate) certificate_chain: Vec<u8>,
+    pub(crate) key: Vec<u8>,
+    pub(crate) ca: Vec<u8>,
+}
+
+impl std::fmt::Debug for CurrentFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CurrentFiles")
+            .field("key", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads all three files through one resolution of `..data`, so they belong together.
+pub(crate) fn read_current(dir: &Path, names: &FileNames) -> io::Result<Option<CurrentFiles>> {
+    let generation = match fs::read_link(dir.join(DATA_LINK)) {
+        Ok(generation) => dir.join(generation),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let read = |name: &str| match fs::read(generation.join(name)) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    };
+    match (
+        read(&names.certificate)?,
+        read(&names.key)?,
+        read(&names.ca)?,
+    ) {
+        (Some(certificate_chain), Some(key), Some(ca)) => Ok(Some(CurrentFiles {
+            certificate_chain,
+            key,
+            ca,
+        })),
+        _ => Ok(None),
+    }
+}
+
 /// The current certificate chain, if the volume has one.
+#[cfg(test)]
 pub(crate) fn read_certificate_chain(
     target: &Path,
     names: &FileNames,

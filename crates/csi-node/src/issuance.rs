@@ -2,7 +2,7 @@
 //! as the pod, the answer awaited through one shared watch, and checked before use.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::{FutureExt as _, StreamExt as _};
@@ -10,9 +10,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
-use nico_csr::PrivateKey;
+use nico_csr::{KeyAlgorithm, PrivateKey};
 use nico_k8s_types::{
-    CertificateRequest, CertificateRequestSpec, IDENTITY_ANNOTATION, RequestState, SPIFFE_USAGES,
+    CertificateRequest, CertificateRequestSpec, IDENTITY_ANNOTATION, IssuerRef,
+    POD_NAME_ANNOTATION, POD_UID_ANNOTATION, RequestState, SPIFFE_USAGES,
 };
 use nico_runtime::{KubeAccess, KubeAccessError};
 use nico_spiffe_id::SpiffeId;
@@ -20,9 +21,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::Settings;
+use crate::config::{RequestIdentity, Settings};
 use crate::request::{PodInfo, PodToken};
-use crate::result::{CheckedChain, ResultError, check_issued};
+use crate::result::{CheckedChain, Lifetimes, ResultError, check_issued};
 
 /// Label with a hash of the node that created a request; the driver watches only these.
 pub(crate) const NODE_LABEL: &str = "identity.nico.io/node-hash";
@@ -34,6 +35,18 @@ pub(crate) struct Issued {
     pub(crate) key: PrivateKey,
     pub(crate) chain: CheckedChain,
     pub(crate) request_name: String,
+    /// The lifetime asked for; the chain may be shorter (never longer).
+    pub(crate) requested: Duration,
+}
+
+/// What one issuance is for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IssueParams<'a> {
+    pub(crate) volume_id: &'a str,
+    pub(crate) pod: &'a PodInfo,
+    pub(crate) token: Option<&'a PodToken>,
+    pub(crate) id: &'a SpiffeId,
+    pub(crate) key_algorithm: KeyAlgorithm,
 }
 
 impl std::fmt::Debug for Issued {
@@ -64,6 +77,16 @@ pub(crate) enum IssueError {
     },
     #[error("the API server rejected the pod's service-account token")]
     Unauthenticated,
+    #[error(
+        "no valid token for pod {namespace}/{pod}: waiting for kubelet to republish the volume \
+         (check the CSIDriver's tokenRequests and requiresRepublish)"
+    )]
+    NoToken { namespace: String, pod: String },
+    #[error(
+        "the driver's service account may not create certificaterequests in namespace \
+         {namespace}: grant it `create` on certificaterequests.cert-manager.io"
+    )]
+    DriverForbidden { namespace: String },
     #[error("failed to create a certificaterequest: {0}")]
     Create(#[source] kube::Error),
     #[error("certificaterequest {namespace}/{name} was denied: {message}")]
@@ -105,6 +128,7 @@ pub(crate) struct Issuance {
     requests: Store<CertificateRequest>,
     changed: Arc<Notify>,
     node_hash: String,
+    issuer: Arc<RwLock<IssuerRef>>,
 }
 
 impl std::fmt::Debug for Issuance {
@@ -120,6 +144,7 @@ impl Issuance {
     pub(crate) fn start(
         settings: Arc<Settings>,
         access: KubeAccess,
+        issuer: Arc<RwLock<IssuerRef>>,
         shutdown: CancellationToken,
     ) -> Result<Self, KubeAccessError> {
         let client = access.client()?;
@@ -153,7 +178,16 @@ impl Issuance {
             requests,
             changed,
             node_hash,
+            issuer,
         })
+    }
+
+    /// Resolves once the shared watch has listed the existing requests.
+    pub(crate) async fn wait_until_ready(&self) {
+        if self.requests.wait_until_ready().await.is_err() {
+            // The watch task ended (shutdown): never ready again.
+            std::future::pending::<()>().await;
+        }
     }
 
     /// Whether the shared watch has listed the existing requests.
@@ -164,29 +198,56 @@ impl Issuance {
             .is_some_and(|ready| ready.is_ok())
     }
 
-    /// Generates a key, requests a certificate for `id` as the pod, and waits for it.
-    pub(crate) async fn issue(
-        &self,
-        volume_id: &str,
-        pod: &PodInfo,
-        token: &PodToken,
-        id: &SpiffeId,
-    ) -> Result<Issued, IssueError> {
-        let key = PrivateKey::generate(self.settings.key_algorithm).map_err(IssueError::Key)?;
+    /// The issuer requests are sent to now (the configured one, or the runtime override).
+    pub(crate) fn issuer(&self) -> IssuerRef {
+        self.issuer
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Generates a key, requests a certificate for the volume (as the pod, or as the driver
+    /// naming the pod), and waits for it. Every attempt starts with a fresh key.
+    pub(crate) async fn issue(&self, params: IssueParams<'_>) -> Result<Issued, IssueError> {
+        let IssueParams {
+            volume_id,
+            pod,
+            token,
+            id,
+            key_algorithm,
+        } = params;
+        let key = PrivateKey::generate(key_algorithm).map_err(IssueError::Key)?;
         let csr = nico_csr::build_spiffe_csr(&key, id).map_err(IssueError::Csr)?;
         let request = self.build_request(volume_id, pod, id, csr.into_bytes());
-        let as_pod = self
-            .access
-            .client_with_token(&token.token)
-            .map_err(IssueError::Client)?;
-        let created = Api::<CertificateRequest>::namespaced(as_pod, &pod.namespace)
+        let client = match self.settings.request_identity {
+            RequestIdentity::Pod => {
+                let token = token
+                    .filter(|t| t.expires.is_none_or(|at| at > jiff::Timestamp::now()))
+                    .ok_or_else(|| IssueError::NoToken {
+                        namespace: pod.namespace.clone(),
+                        pod: pod.name.clone(),
+                    })?;
+                self.access
+                    .client_with_token(&token.token)
+                    .map_err(IssueError::Client)?
+            }
+            RequestIdentity::Driver => self.client.clone(),
+        };
+        let created = Api::<CertificateRequest>::namespaced(client, &pod.namespace)
             .create(&PostParams::default(), &request)
             .await
             .map_err(|error| match &error {
-                kube::Error::Api(status) if status.code == 403 => IssueError::Forbidden {
-                    namespace: pod.namespace.clone(),
-                    service_account: pod.service_account.clone(),
-                },
+                kube::Error::Api(status) if status.code == 403 => {
+                    match self.settings.request_identity {
+                        RequestIdentity::Pod => IssueError::Forbidden {
+                            namespace: pod.namespace.clone(),
+                            service_account: pod.service_account.clone(),
+                        },
+                        RequestIdentity::Driver => IssueError::DriverForbidden {
+                            namespace: pod.namespace.clone(),
+                        },
+                    }
+                }
                 kube::Error::Api(status) if status.code == 401 => IssueError::Unauthenticated,
                 _ => IssueError::Create(error),
             })?;
@@ -199,10 +260,14 @@ impl Issuance {
         let status = cr.status.clone().unwrap_or_default();
         let certificate = status.certificate.unwrap_or_default();
         let ca = status.ca.unwrap_or_default();
+        let requested = self.settings.duration;
         let chain = check_issued(
             &key,
             id,
-            self.settings.duration,
+            Lifetimes {
+                requested,
+                minimum: self.settings.min_lifetime,
+            },
             &certificate,
             &ca,
             time::OffsetDateTime::now_utc(),
@@ -216,6 +281,7 @@ impl Issuance {
             key,
             chain,
             request_name: name,
+            requested,
         })
     }
 
@@ -242,10 +308,7 @@ impl Issuance {
                 generate_name: Some(format!("{}-", prefix.trim_end_matches('-'))),
                 namespace: Some(pod.namespace.clone()),
                 labels: Some(labels),
-                annotations: Some(BTreeMap::from([(
-                    IDENTITY_ANNOTATION.to_owned(),
-                    id.to_string(),
-                )])),
+                annotations: Some(self.annotations(pod, id)),
                 owner_references: Some(vec![OwnerReference {
                     api_version: "v1".into(),
                     kind: "Pod".into(),
@@ -257,7 +320,7 @@ impl Issuance {
             },
             spec: CertificateRequestSpec {
                 request: csr,
-                issuer_ref: self.settings.issuer.clone(),
+                issuer_ref: self.issuer(),
                 duration: Some(go_duration(self.settings.duration)),
                 usages: Some(SPIFFE_USAGES.iter().map(|u| (*u).to_owned()).collect()),
                 is_ca: Some(false),
@@ -265,6 +328,15 @@ impl Issuance {
             },
             status: None,
         }
+    }
+
+    fn annotations(&self, pod: &PodInfo, id: &SpiffeId) -> BTreeMap<String, String> {
+        let mut annotations = BTreeMap::from([(IDENTITY_ANNOTATION.to_owned(), id.to_string())]);
+        if self.settings.request_identity == RequestIdentity::Driver {
+            annotations.insert(POD_NAME_ANNOTATION.to_owned(), pod.name.clone());
+            annotations.insert(POD_UID_ANNOTATION.to_owned(), pod.uid.clone());
+        }
+        annotations
     }
 
     /// Waits until the request is issued, denied, failed or gone, or the publish bound passes.

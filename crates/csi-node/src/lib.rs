@@ -10,14 +10,24 @@
 mod config;
 mod driver;
 mod files;
+mod inspect;
 mod issuance;
+mod layout;
 mod proto;
+mod registration;
 mod renewal;
 mod request;
 mod result;
 mod server;
+mod sources;
+mod state;
+mod telemetry;
 
-pub use config::{Config, ConfigError, DEFAULT_DRIVER_NAME, FileNames, IssuerConfig, Settings};
-pub use driver::{Driver, VolumeReport};
-pub use proto::csi;
+pub use config::{
+    Config, ConfigError, ConfigMapKey, DEFAULT_DRIVER_NAME, FileNames, IssuerConfig, ObjectName,
+    RegistrationConfig, RequestIdentity, Settings, TrustBundleConfig,
+};
+pub use driver::{Driver, StartError, VolumeReport};
+pub use inspect::{InspectError, Inspection, inspect};
+pub use proto::{csi, pluginregistration};
 pub use server::{ServeError, serve};

@@ -14,6 +14,18 @@ pub mod csi {
     include!("generated/csi.v1.rs");
 }
 
+/// kubelet's plugin registration API, generated from `proto/registration.proto`.
+#[allow(
+    unreachable_pub,
+    missing_debug_implementations,
+    clippy::all,
+    clippy::pedantic,
+    reason = "generated code: lints apply to the .proto and the generator, not to the output"
+)]
+pub mod pluginregistration {
+    include!("generated/pluginregistration.rs");
+}
+
 /// The volume context key under which kubelet passes the pod's service-account tokens.
 pub(crate) const TOKENS_KEY: &str = "csi.storage.k8s.io/serviceAccount.tokens";
 

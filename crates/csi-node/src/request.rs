@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use jiff::Timestamp;
+use nico_csr::KeyAlgorithm;
 use nico_runtime::BearerToken;
 use serde::Deserialize;
 
@@ -20,6 +21,8 @@ const POD_UID_KEY: &str = "csi.storage.k8s.io/pod.uid";
 const SERVICE_ACCOUNT_KEY: &str = "csi.storage.k8s.io/serviceAccount.name";
 /// Volume attribute that sets the group of the files, as in csi-driver-spiffe.
 pub(crate) const FS_GROUP_KEY: &str = "spiffe.csi.cert-manager.io/fs-group";
+/// Volume attribute choosing the key algorithm, within the configured allow-list.
+pub(crate) const KEY_ALGORITHM_KEY: &str = "identity.nico.io/key-algorithm";
 
 /// The pod a volume belongs to, as kubelet describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,8 +46,20 @@ pub(crate) struct PublishRequest {
     pub(crate) volume_id: String,
     pub(crate) target_path: PathBuf,
     pub(crate) pod: PodInfo,
-    pub(crate) token: PodToken,
+    /// The pod's token; absent only when the driver requests as itself.
+    pub(crate) token: Option<PodToken>,
     pub(crate) fs_group: Option<u32>,
+    pub(crate) key_algorithm: KeyAlgorithm,
+}
+
+/// What request parsing needs from the configuration.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RequestRules<'a> {
+    pub(crate) token_audience: &'a str,
+    pub(crate) token_required: bool,
+    pub(crate) target_roots: &'a [PathBuf],
+    pub(crate) default_key_algorithm: KeyAlgorithm,
+    pub(crate) allowed_key_algorithms: &'a [KeyAlgorithm],
 }
 
 /// A request field that is missing or wrong. Its message is for the operator reading the
@@ -92,8 +107,13 @@ pub(crate) fn check_volume_id(volume_id: &str) -> Result<(), InvalidRequest> {
     }
 }
 
-/// Checks a target path: absolute, normal components only.
-pub(crate) fn check_target_path(target_path: &str) -> Result<PathBuf, InvalidRequest> {
+/// Checks a target path: absolute, normal components only, strictly inside one of `roots`,
+/// and reached without following a symlink below the root (a symlink planted there could
+/// otherwise send writes or mounts anywhere on the node).
+pub(crate) fn check_target_path(
+    target_path: &str,
+    roots: &[PathBuf],
+) -> Result<PathBuf, InvalidRequest> {
     if target_path.is_empty() {
         return Err(invalid("target_path", "required"));
     }
@@ -103,23 +123,52 @@ pub(crate) fn check_target_path(target_path: &str) -> Result<PathBuf, InvalidReq
         && path
             .components()
             .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
-    if normal && path.components().count() > 1 {
-        Ok(path.to_owned())
-    } else {
-        Err(invalid(
+    if !normal || path.components().count() < 2 {
+        return Err(invalid(
             "target_path",
             "must be an absolute path without '.' or '..' components",
-        ))
+        ));
     }
+    let Some(root) = roots
+        .iter()
+        .find(|root| path.starts_with(root) && path != root.as_path())
+    else {
+        let roots: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+        return Err(invalid(
+            "target_path",
+            format!(
+                "{target_path} is outside the allowed roots [{}]",
+                roots.join(", ")
+            ),
+        ));
+    };
+    let mut walked = root.clone();
+    // invariant: `path` starts with `root`, checked just above.
+    let below = path.strip_prefix(root).unwrap_or(path);
+    for component in below.components() {
+        walked.push(component);
+        match std::fs::symlink_metadata(&walked) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(invalid(
+                    "target_path",
+                    format!("{} is a symlink: refusing to follow it", walked.display()),
+                ));
+            }
+            Ok(_) => {}
+            // Everything below a missing component is created by the driver.
+            Err(_) => break,
+        }
+    }
+    Ok(path.to_owned())
 }
 
 /// Checks a NodePublishVolume request and extracts the pod's facts and token.
 pub(crate) fn parse_publish(
     request: &csi::NodePublishVolumeRequest,
-    token_audience: &str,
+    rules: RequestRules<'_>,
 ) -> Result<PublishRequest, InvalidRequest> {
     check_volume_id(&request.volume_id)?;
-    let target_path = check_target_path(&request.target_path)?;
+    let target_path = check_target_path(&request.target_path, rules.target_roots)?;
     let capability = request
         .volume_capability
         .as_ref()
@@ -169,14 +218,43 @@ pub(crate) fn parse_publish(
         uid: required(POD_UID_KEY)?,
         service_account: required(SERVICE_ACCOUNT_KEY)?,
     };
-    let token = parse_token(context, token_audience)?;
+    let token = match parse_token(context, rules.token_audience) {
+        Ok(token) => Some(token),
+        Err(error) if rules.token_required => return Err(error),
+        Err(_) => None,
+    };
     let fs_group = parse_fs_group(&mount.volume_mount_group, context)?;
+    let key_algorithm = match context.get(KEY_ALGORITHM_KEY) {
+        None => rules.default_key_algorithm,
+        Some(name) => {
+            let field = || format!("volume_context[{KEY_ALGORITHM_KEY}]");
+            let allowed: Vec<&str> = rules
+                .allowed_key_algorithms
+                .iter()
+                .map(|a| a.as_str())
+                .collect();
+            let algorithm = name
+                .parse::<KeyAlgorithm>()
+                .map_err(|e| invalid(field(), e.to_string()))?;
+            if !rules.allowed_key_algorithms.contains(&algorithm) {
+                return Err(invalid(
+                    field(),
+                    format!(
+                        "{name} is not allowed on this node: expected one of {}",
+                        allowed.join(", ")
+                    ),
+                ));
+            }
+            algorithm
+        }
+    };
     Ok(PublishRequest {
         volume_id: request.volume_id.clone(),
         target_path,
         pod,
         token,
         fs_group,
+        key_algorithm,
     })
 }
 
@@ -274,14 +352,73 @@ pub(crate) mod tests {
         request
     }
 
+    pub(crate) const ROOTS: &[&str] = &["/var/lib/kubelet/pods"];
+
+    pub(crate) fn rules(roots: &[PathBuf]) -> RequestRules<'_> {
+        RequestRules {
+            token_audience: "",
+            token_required: true,
+            target_roots: roots,
+            default_key_algorithm: KeyAlgorithm::EcdsaP256,
+            allowed_key_algorithms: &[KeyAlgorithm::EcdsaP256, KeyAlgorithm::Ed25519],
+        }
+    }
+
+    fn parse(request: &csi::NodePublishVolumeRequest) -> Result<PublishRequest, InvalidRequest> {
+        let roots: Vec<PathBuf> = ROOTS.iter().map(PathBuf::from).collect();
+        parse_publish(request, rules(&roots))
+    }
+
     #[test]
     fn a_kubelet_request_parses() {
-        let parsed = parse_publish(&kubelet_request("tok"), "").unwrap();
+        let parsed = parse(&kubelet_request("tok")).unwrap();
         assert_eq!(parsed.pod.name, "web-0");
         assert_eq!(parsed.pod.service_account, "web");
-        assert_eq!(parsed.token.token.expose(), "tok");
-        assert!(parsed.token.expires.is_some());
+        let token = parsed.token.unwrap();
+        assert_eq!(token.token.expose(), "tok");
+        assert!(token.expires.is_some());
         assert_eq!(parsed.fs_group, None);
+        assert_eq!(parsed.key_algorithm, KeyAlgorithm::EcdsaP256);
+    }
+
+    #[test]
+    fn a_volume_may_choose_an_allowed_key_algorithm_only() {
+        let mut request = kubelet_request("t");
+        request
+            .volume_context
+            .insert(KEY_ALGORITHM_KEY.into(), "ed25519".into());
+        assert_eq!(
+            parse(&request).unwrap().key_algorithm,
+            KeyAlgorithm::Ed25519
+        );
+        request
+            .volume_context
+            .insert(KEY_ALGORITHM_KEY.into(), "rsa-4096".into());
+        let err = parse(&request).unwrap_err();
+        assert!(err.reason.contains("not allowed on this node"), "{err}");
+    }
+
+    #[test]
+    fn targets_outside_the_roots_or_through_symlinks_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("pods");
+        std::fs::create_dir_all(root.join("uid-1/volumes")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("uid-2")).unwrap();
+        let roots = vec![root.clone()];
+        let inside = root.join("uid-1/volumes/x/mount");
+        assert_eq!(
+            check_target_path(inside.to_str().unwrap(), &roots).unwrap(),
+            inside
+        );
+        for bad in [
+            "/etc/passwd".to_owned(),
+            root.display().to_string(),
+            format!("{}/uid-2/volumes/x/mount", root.display()),
+            format!("{}-sibling/x", root.display()),
+        ] {
+            let err = check_target_path(&bad, &roots).unwrap_err();
+            assert_eq!(err.field, "target_path", "{bad}: {err}");
+        }
     }
 
     #[test]
@@ -296,6 +433,10 @@ pub(crate) mod tests {
                 "target_path",
             ),
             (|r| r.target_path = "/".into(), "target_path"),
+            (
+                |r| r.target_path = "/tmp/elsewhere/mount".into(),
+                "target_path",
+            ),
             (|r| r.volume_capability = None, "volume_capability"),
             (
                 |r| {
@@ -341,7 +482,7 @@ pub(crate) mod tests {
         for (edit, field) in cases {
             let mut request = kubelet_request("secret-token");
             edit(&mut request);
-            let err = parse_publish(&request, "").unwrap_err();
+            let err = parse(&request).unwrap_err();
             assert_eq!(err.field, field, "{err}");
             assert!(!err.to_string().contains("secret-token"), "{err}");
         }
@@ -353,12 +494,12 @@ pub(crate) mod tests {
         request
             .volume_context
             .insert(FS_GROUP_KEY.into(), "2000".into());
-        assert_eq!(parse_publish(&request, "").unwrap().fs_group, Some(2000));
+        assert_eq!(parse(&request).unwrap().fs_group, Some(2000));
         if let Some(volume_capability::AccessType::Mount(mount)) =
             &mut request.volume_capability.as_mut().unwrap().access_type
         {
             mount.volume_mount_group = "3000".into();
         }
-        assert_eq!(parse_publish(&request, "").unwrap().fs_group, Some(3000));
+        assert_eq!(parse(&request).unwrap().fs_group, Some(3000));
     }
 }

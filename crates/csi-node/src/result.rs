@@ -41,12 +41,26 @@ pub(crate) enum ResultError {
         issued_secs: i64,
         requested_secs: u64,
     },
+    #[error(
+        "the leaf certificate has {issued_secs}s left: less than the {minimum_secs}s minimum \
+         (csi_node.min_lifetime)"
+    )]
+    TooShort { issued_secs: i64, minimum_secs: u64 },
     #[error("the issuer returned no root certificate (status.ca is empty)")]
     NoRoot,
     #[error("no root in status.ca issued the chain in status.certificate")]
     Unanchored,
     #[error("failed to parse the leaf certificate: {0}")]
     Leaf(#[source] CertificateError),
+}
+
+/// The lifetime bounds an answer must meet.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Lifetimes {
+    /// What was requested; the certificate may not live longer (back-dating aside).
+    pub(crate) requested: Duration,
+    /// The shortest lifetime accepted: shorter certificates would renew in a storm.
+    pub(crate) minimum: Duration,
 }
 
 /// A checked answer, ready to be written.
@@ -63,7 +77,7 @@ pub(crate) struct CheckedChain {
 pub(crate) fn check_issued(
     key: &PrivateKey,
     id: &SpiffeId,
-    requested: Duration,
+    lifetimes: Lifetimes,
     certificate: &[u8],
     ca: &[u8],
     now: OffsetDateTime,
@@ -121,11 +135,19 @@ pub(crate) fn check_issued(
         return Err(ResultError::NotYetValid { not_before });
     }
     let lifetime = (not_after - not_before).whole_seconds();
-    let allowed = requested + BACKDATE_ALLOWANCE;
+    let allowed = lifetimes.requested + BACKDATE_ALLOWANCE;
     if lifetime > i64::try_from(allowed.as_secs()).unwrap_or(i64::MAX) {
         return Err(ResultError::TooLong {
             issued_secs: lifetime,
-            requested_secs: requested.as_secs(),
+            requested_secs: lifetimes.requested.as_secs(),
+        });
+    }
+    // Measured from now, so an answer already mostly spent counts as short too.
+    let remaining = (not_after - now).whole_seconds();
+    if remaining < i64::try_from(lifetimes.minimum.as_secs()).unwrap_or(i64::MAX) {
+        return Err(ResultError::TooShort {
+            issued_secs: remaining,
+            minimum_secs: lifetimes.minimum.as_secs(),
         });
     }
     Ok(CheckedChain {
@@ -152,7 +174,10 @@ mod tests {
         BasicConstraints, CertificateParams, DistinguishedName, IsCa, Issuer, KeyPair, SanType,
     };
 
-    const HOUR: Duration = Duration::from_secs(3600);
+    const HOUR: Lifetimes = Lifetimes {
+        requested: Duration::from_secs(3600),
+        minimum: Duration::from_secs(300),
+    };
 
     struct Ca {
         cert_pem: String,
@@ -304,6 +329,15 @@ mod tests {
             (
                 check(&good, &ca.cert_pem, now + time::Duration::hours(2)).unwrap_err(),
                 "expired",
+            ),
+            (
+                check(
+                    &leaf(&ca, &key, &[id().as_str()], time::Duration::seconds(90)),
+                    &ca.cert_pem,
+                    now,
+                )
+                .unwrap_err(),
+                "less than the 300s minimum",
             ),
             (
                 check(&good, &make_ca("other root").cert_pem, now).unwrap_err(),

@@ -1,6 +1,8 @@
 //! The CSI Identity and Node services on a unix socket, as kubelet calls them.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -10,6 +12,7 @@ use tracing::Instrument as _;
 
 use crate::driver::Driver;
 use crate::proto::csi::{self, identity_server, node_server, node_service_capability};
+use crate::registration::serve_registration;
 use crate::request::{check_target_path, check_volume_id, parse_publish};
 
 /// Failures to start serving.
@@ -36,19 +39,16 @@ pub async fn serve(
     socket: &Path,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    let listen_error = |source| ServeError::Listen {
-        path: socket.display().to_string(),
-        source,
-    };
-    if let Some(parent) = socket.parent() {
-        std::fs::create_dir_all(parent).map_err(listen_error)?;
+    let listener = bind_socket(socket)?;
+    if let Some(registration) = driver.settings().registration.clone() {
+        let (name, shutdown) = (driver.settings().driver_name.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let registered = Arc::new(AtomicBool::new(false));
+            if let Err(e) = serve_registration(&registration, &name, registered, shutdown).await {
+                tracing::error!(error = %e, "kubelet registration socket failed");
+            }
+        });
     }
-    match std::fs::remove_file(socket) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(listen_error(e)),
-    }
-    let listener = UnixListener::bind(socket).map_err(listen_error)?;
     tracing::info!(socket = %socket.display(), driver = %driver.settings().driver_name, "CSI server listening");
     tonic::transport::Server::builder()
         .add_service(identity_server::IdentityServer::new(IdentityService {
@@ -61,6 +61,23 @@ pub async fn serve(
         )
         .await
         .map_err(ServeError::Transport)
+}
+
+/// Binds a unix socket, replacing a stale socket file left by an earlier run.
+pub(crate) fn bind_socket(socket: &Path) -> Result<UnixListener, ServeError> {
+    let listen_error = |source| ServeError::Listen {
+        path: socket.display().to_string(),
+        source,
+    };
+    if let Some(parent) = socket.parent() {
+        std::fs::create_dir_all(parent).map_err(listen_error)?;
+    }
+    match std::fs::remove_file(socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(listen_error(e)),
+    }
+    UnixListener::bind(socket).map_err(listen_error)
 }
 
 #[derive(Debug)]
@@ -119,7 +136,7 @@ impl node_server::Node for NodeService {
             pod_uid = request.volume_context.get("csi.storage.k8s.io/pod.uid").map(String::as_str),
         );
         async {
-            let parsed = parse_publish(&request, &self.driver.settings().token_audience)?;
+            let parsed = parse_publish(&request, self.driver.request_rules())?;
             self.driver.publish(parsed).await?;
             Ok(Response::new(csi::NodePublishVolumeResponse {}))
         }
@@ -135,7 +152,8 @@ impl node_server::Node for NodeService {
         let span = tracing::info_span!("unpublish", volume_id = %request.volume_id);
         async {
             check_volume_id(&request.volume_id)?;
-            let target = check_target_path(&request.target_path)?;
+            let target =
+                check_target_path(&request.target_path, &self.driver.settings().target_roots)?;
             self.driver.unpublish(&request.volume_id, &target).await?;
             Ok(Response::new(csi::NodeUnpublishVolumeResponse {}))
         }

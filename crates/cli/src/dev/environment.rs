@@ -30,6 +30,45 @@ pub struct DevOptions {
     pub duration: Option<String>,
     /// The configuration the roles start from; dev-specific values are set on top.
     pub config: FileConfig,
+    /// Which roles run inside this process (tests run some as separate processes, or replace
+    /// them with their own).
+    pub embedded: Embedded,
+    /// Mount a tmpfs per volume (needs privileges) instead of writing into the pod directory.
+    pub mount: bool,
+}
+
+/// The roles the dev environment runs in-process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Embedded {
+    /// The CSI node plugin.
+    pub csi_node: bool,
+    /// The approver.
+    pub approver: bool,
+    /// The local-CA issuer.
+    pub issuer: bool,
+}
+
+impl Default for Embedded {
+    fn default() -> Self {
+        Self {
+            csi_node: true,
+            approver: true,
+            issuer: true,
+        }
+    }
+}
+
+impl DevOptions {
+    /// Every role in-process, default configuration, no mounts.
+    pub fn new(workdir: impl Into<PathBuf>) -> Self {
+        Self {
+            workdir: workdir.into(),
+            duration: None,
+            config: FileConfig::default(),
+            embedded: Embedded::default(),
+            mount: false,
+        }
+    }
 }
 
 /// Why the dev environment did not start.
@@ -71,8 +110,10 @@ pub struct DevEnvironment {
     pub cluster: DevCluster,
     /// Admin access to it.
     pub access: KubeAccess,
-    /// The CSI node plugin.
-    pub driver: nico_csi_node::Driver,
+    /// The CSI node plugin, when it runs in-process.
+    pub driver: Option<nico_csi_node::Driver>,
+    csi: nico_csi_node::Settings,
+    csi_config: nico_csi_node::Config,
     /// Metrics and readiness of every role.
     pub telemetry: Telemetry,
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
@@ -114,6 +155,12 @@ impl DevEnvironment {
         let socket = workdir.join("csi.sock");
         config.csi_node.node_id = DEV_NODE.to_owned();
         config.csi_node.endpoint = socket.clone();
+        // Dev runs unprivileged by default: files go straight into each pod directory, the
+        // state lives beside them, and there is no kubelet to register with.
+        config.csi_node.mount = options.mount;
+        config.csi_node.state_dir = workdir.join("csi-state");
+        config.csi_node.target_roots = vec![workdir.join("pods")];
+        config.csi_node.registration.enabled = false;
         if let Some(duration) = options.duration {
             config.csi_node.duration = duration;
         }
@@ -159,36 +206,47 @@ impl DevEnvironment {
             namespace: "default".to_owned(),
         };
         let mut tasks = Vec::new();
-        tasks.push(tokio::spawn({
-            let ctx = ctx.clone();
-            async move {
-                if let Err(e) = nico_issuer::run(issuer, ctx).await {
-                    error!(error = %e, "issuer stopped");
+        if options.embedded.issuer {
+            tasks.push(tokio::spawn({
+                let ctx = ctx.clone();
+                async move {
+                    if let Err(e) = nico_issuer::run(issuer, ctx).await {
+                        error!(error = %e, "issuer stopped");
+                    }
                 }
-            }
-        }));
-        tasks.push(tokio::spawn({
-            let ctx = ctx.clone();
-            async move {
-                if let Err(e) = nico_approver::run(approver, ctx).await {
-                    error!(error = %e, "approver stopped");
+            }));
+        }
+        if options.embedded.approver {
+            tasks.push(tokio::spawn({
+                let ctx = ctx.clone();
+                async move {
+                    if let Err(e) = nico_approver::run(approver, ctx).await {
+                        error!(error = %e, "approver stopped");
+                    }
                 }
-            }
-        }));
-        let driver =
-            nico_csi_node::Driver::start(csi, &ctx).map_err(|e| DevError::Csi(e.to_string()))?;
-        tasks.push(tokio::spawn({
-            let (driver, socket, shutdown) = (driver.clone(), socket.clone(), shutdown.clone());
-            async move {
-                if let Err(e) = nico_csi_node::serve(driver, &socket, shutdown).await {
-                    error!(error = %e, "CSI server stopped");
+            }));
+        }
+        let mut driver = None;
+        if options.embedded.csi_node {
+            let started = nico_csi_node::Driver::start(csi.clone(), &ctx)
+                .map_err(|e| DevError::Csi(e.to_string()))?;
+            tasks.push(tokio::spawn({
+                let (driver, socket, shutdown) =
+                    (started.clone(), socket.clone(), shutdown.clone());
+                async move {
+                    if let Err(e) = nico_csi_node::serve(driver, &socket, shutdown).await {
+                        error!(error = %e, "CSI server stopped");
+                    }
                 }
-            }
-        }));
+            }));
+            driver = Some(started);
+        }
         let environment = Self {
             cluster,
             access,
             driver,
+            csi,
+            csi_config: config.csi_node.clone(),
             telemetry,
             health,
             workdir,
@@ -203,7 +261,11 @@ impl DevEnvironment {
     async fn wait_until_ready(&self) -> Result<(), DevError> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if self.socket.exists() && self.driver.is_ready() {
+            let ready = self
+                .driver
+                .as_ref()
+                .is_none_or(|d| self.socket.exists() && d.is_ready());
+            if ready {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
@@ -211,6 +273,16 @@ impl DevEnvironment {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The CSI node plugin's settings (also when it runs as a separate process).
+    pub fn csi_settings(&self) -> &nico_csi_node::Settings {
+        &self.csi
+    }
+
+    /// The CSI node plugin's configuration, as a separate process would be given it.
+    pub fn csi_config(&self) -> &nico_csi_node::Config {
+        &self.csi_config
     }
 
     /// The kubeconfig written for kubectl.
@@ -235,12 +307,7 @@ impl DevEnvironment {
             .access
             .client()
             .map_err(|e| KubeletError::Setup(e.to_string()))?;
-        Kubelet::connect(
-            &self.socket,
-            client,
-            self.driver.settings().driver_name.clone(),
-        )
-        .await
+        Kubelet::connect(&self.socket, client, self.csi.driver_name.clone()).await
     }
 
     /// Creates (if needed) the namespace and service account, then a pod on the dev node
@@ -283,7 +350,12 @@ impl DevEnvironment {
                 "create service account {namespace}/{service_account}"
             )),
         )?;
-        let driver_name = self.driver.settings().driver_name.clone();
+        grant_certificate_requests(&client, namespace, service_account)
+            .await
+            .map_err(kube_error(format!(
+                "grant {namespace}/{service_account} create on certificaterequests"
+            )))?;
+        let driver_name = self.csi.driver_name.clone();
         let pod = Pod {
             metadata: ObjectMeta {
                 name: Some(pod_name.to_owned()),
@@ -327,7 +399,7 @@ impl DevEnvironment {
             &uid,
             service_account,
             self.workdir.join("pods").join(namespace).join(pod_name),
-            self.driver.settings().files.clone(),
+            self.csi.files.clone(),
         ))
     }
 
@@ -339,6 +411,54 @@ impl DevEnvironment {
         }
         self.cluster.shutdown().await;
     }
+}
+
+/// The seed's RBAC for a workload that gets a SPIFFE certificate: its service account may
+/// create CertificateRequests in its namespace (csi-node creates them with the pod's token).
+async fn grant_certificate_requests(
+    client: &kube::Client,
+    namespace: &str,
+    service_account: &str,
+) -> Result<(), kube::Error> {
+    use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+    let meta = || ObjectMeta {
+        name: Some(service_account.to_owned()),
+        namespace: Some(namespace.to_owned()),
+        ..Default::default()
+    };
+    let role = Role {
+        metadata: meta(),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec!["cert-manager.io".into()]),
+            resources: Some(vec!["certificaterequests".into()]),
+            verbs: vec!["create".into()],
+            ..Default::default()
+        }]),
+    };
+    let binding = RoleBinding {
+        metadata: meta(),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: service_account.to_owned(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: service_account.to_owned(),
+            namespace: Some(namespace.to_owned()),
+            ..Default::default()
+        }]),
+    };
+    create_if_absent(
+        Api::<Role>::namespaced(client.clone(), namespace)
+            .create(&PostParams::default(), &role)
+            .await,
+    )?;
+    create_if_absent(
+        Api::<RoleBinding>::namespaced(client.clone(), namespace)
+            .create(&PostParams::default(), &binding)
+            .await,
+    )
 }
 
 fn create_if_absent<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {

@@ -8,7 +8,7 @@
 mod environment;
 mod kubelet;
 
-pub use environment::{DEV_NODE, DevEnvironment, DevError, DevOptions};
+pub use environment::{DEV_NODE, DevEnvironment, DevError, DevOptions, Embedded};
 pub use kubelet::{Kubelet, KubeletError, PodVolume, VolumeFile, csi_channel, publish_request};
 
 use std::path::PathBuf;
@@ -46,11 +46,9 @@ pub(crate) async fn run(args: DevArgs, config: FileConfig) -> ExitCode {
         eprintln!("error: --pods must be at least 1");
         return ExitCode::from(crate::EXIT_USAGE);
     }
-    let options = DevOptions {
-        workdir: args.workdir.clone(),
-        duration: args.duration.clone(),
-        config,
-    };
+    let mut options = DevOptions::new(args.workdir.clone());
+    options.duration = args.duration.clone();
+    options.config = config;
     let environment = match DevEnvironment::start(options).await {
         Ok(environment) => environment,
         Err(e) => {
