@@ -177,6 +177,11 @@ impl Driver {
         &self.inner.settings
     }
 
+    /// The issuer new requests name: the configured one, or the runtime override.
+    pub fn current_issuer(&self) -> IssuerRef {
+        self.inner.issuance.issuer()
+    }
+
     /// Whether the driver can serve publishes (its watch of requests is established).
     pub fn is_ready(&self) -> bool {
         self.inner.issuance.is_ready()

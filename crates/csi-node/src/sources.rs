@@ -9,6 +9,7 @@ use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt as _, watcher};
+
 use nico_k8s_types::IssuerRef;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -30,31 +31,44 @@ pub(crate) fn follow_issuer_override(
     let current = Arc::new(RwLock::new(default.clone()));
     let api: Api<ConfigMap> = Api::namespaced(client, &map.namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={}", map.name));
-    let stream = watcher(api, config).default_backoff().applied_objects();
+    let stream = watcher(api, config).default_backoff();
     let shared = current.clone();
     let name = format!("{}/{}", map.namespace, map.name);
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
+        // During a (re)list, the object seen so far; the override only changes once the list
+        // is complete, so a relist never flaps back to the default half way.
+        let mut listing: Option<Option<IssuerRef>> = None;
         loop {
             let event = tokio::select! {
                 event = stream.next() => event,
                 () = shutdown.cancelled() => return,
             };
-            match event {
-                Some(Ok(object)) => {
-                    let chosen = issuer_from(&object).unwrap_or_else(|| default.clone());
-                    let mut guard = shared
-                        .write()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    if *guard != chosen {
-                        info!(configmap = %name, issuer = %chosen, "issuer for new requests changed");
-                        *guard = chosen;
-                    }
+            let chosen = match event {
+                Some(Ok(watcher::Event::Init)) => {
+                    listing = Some(None);
+                    continue;
                 }
+                Some(Ok(watcher::Event::InitApply(object))) => {
+                    listing = Some(issuer_from(&object));
+                    continue;
+                }
+                Some(Ok(watcher::Event::InitDone)) => listing.take().flatten(),
+                Some(Ok(watcher::Event::Apply(object))) => issuer_from(&object),
+                Some(Ok(watcher::Event::Delete(_))) => None,
                 Some(Err(error)) => {
-                    warn!(configmap = %name, %error, "failed to watch the issuer override")
+                    warn!(configmap = %name, %error, "failed to watch the issuer override");
+                    continue;
                 }
                 None => return,
+            };
+            let chosen = chosen.unwrap_or_else(|| default.clone());
+            let mut guard = shared
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *guard != chosen {
+                info!(configmap = %name, issuer = %chosen, "issuer for new requests changed");
+                *guard = chosen;
             }
         }
     });
