@@ -28,7 +28,8 @@ use crate::metrics::Metrics;
 
 /// How often `sys/health` is polled.
 const HEALTH_PERIOD: Duration = Duration::from_secs(5);
-/// A token this close to expiry is not used; a new one is obtained first.
+/// A token this close to expiry (or a fifth of its TTL, when shorter) is not used; a new
+/// one is obtained first.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(5);
 
 /// Why Vault did not sign.
@@ -89,7 +90,9 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     fn usable(&self, now: Instant) -> bool {
-        self.expires.is_none_or(|at| at > now + EXPIRY_MARGIN)
+        // Short-lived tokens get a proportionate margin, or they would never be usable.
+        let margin = EXPIRY_MARGIN.min(self.ttl / 5);
+        self.expires.is_none_or(|at| at > now + margin)
     }
 
     /// When the maintenance task should renew (or replace) the token.
