@@ -124,7 +124,9 @@ pub(crate) fn check(
         });
     }
     let remaining = (not_after - now).whole_seconds();
-    let floor = approved.min_lifetime.min(approved.duration);
+    // Never more than half the approved duration: a certificate of exactly the approved
+    // lifetime has already lost a second or so by the time it is checked.
+    let floor = approved.min_lifetime.min(approved.duration / 2);
     if remaining <= 0 || remaining < i64::try_from(floor.as_secs()).unwrap_or(i64::MAX) {
         return Err(ResultError::TooShort {
             remaining_secs: remaining,
