@@ -295,8 +295,8 @@ impl Config {
             return Err(invalid("csi_node.issuer.name", "required"));
         }
         let duration = parse_duration("csi_node.duration", &self.duration)?;
-        if duration < Duration::from_secs(60) {
-            return Err(invalid("csi_node.duration", "must be at least 1m"));
+        if duration < Duration::from_secs(10) {
+            return Err(invalid("csi_node.duration", "must be at least 10s"));
         }
         let publish_timeout = parse_duration("csi_node.publish_timeout", &self.publish_timeout)?;
         let key_algorithm = self
@@ -504,7 +504,7 @@ mod tests {
             ),
             (
                 Config {
-                    duration: "30s".into(),
+                    duration: "5s".into(),
                     ..valid()
                 },
                 "csi_node.duration",

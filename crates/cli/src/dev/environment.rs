@@ -165,7 +165,7 @@ impl DevEnvironment {
             config.csi_node.duration = duration;
         }
         // Short lifetimes are the point of trying renewals out in dev.
-        config.approver.min_duration = "1m".to_owned();
+        config.approver.min_duration = "10s".to_owned();
         config.issuer.issuers = vec![nico_issuer::IssuerConfig {
             name: config.csi_node.issuer.name.clone(),
             kind: config.csi_node.issuer.kind.clone(),
