@@ -72,6 +72,29 @@ fn dev_exit_after_issue_writes_a_valid_certificate() {
         );
     }
     assert!(workdir.path().join("kubeconfig").exists());
+
+    // `inspect` reads a volume the way an operator would, and tells a broken one apart.
+    let web0 = workdir.path().join("pods/demo/web-0");
+    let out = nico_identity().arg("inspect").arg(&web0).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("spiffe://nico.local/demo/sa/web") && text.contains("verifies to ca.crt"),
+        "{text}"
+    );
+    let web1 = workdir.path().join("pods/demo/web-1");
+    let data = std::fs::read_link(web0.join("..data")).unwrap();
+    let foreign_key = std::fs::read(web1.join("tls.key")).unwrap();
+    let key_file = web0.join(data).join("tls.key");
+    std::fs::set_permissions(
+        &key_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::write(&key_file, foreign_key).unwrap();
+    let out = nico_identity().arg("inspect").arg(&web0).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("DOES NOT MATCH"));
 }
 
 #[test]

@@ -97,3 +97,67 @@ fn remove_socket(path: &Path) {
         tracing::warn!(socket = %path.display(), %error, "failed to remove the registration socket");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::pluginregistration::registration_client::RegistrationClient;
+    use hyper_util::rt::TokioIo;
+
+    #[tokio::test]
+    async fn kubelet_gets_the_driver_info_and_its_verdict_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RegistrationConfig {
+            enabled: true,
+            socket: dir.path().join("spiffe.csi.cert-manager.io-reg.sock"),
+            kubelet_endpoint: "/var/lib/kubelet/plugins/spiffe.csi.cert-manager.io/csi.sock".into(),
+        };
+        let registered = Arc::new(AtomicBool::new(false));
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn({
+            let (config, registered, shutdown) =
+                (config.clone(), registered.clone(), shutdown.clone());
+            async move {
+                serve_registration(&config, "spiffe.csi.cert-manager.io", registered, shutdown)
+                    .await
+            }
+        });
+        let socket = config.socket.clone();
+        let channel = loop {
+            let socket = socket.clone();
+            let connected = tonic::transport::Endpoint::from_static("http://[::1]:1")
+                .connect_with_connector(tower::service_fn(move |_| {
+                    let socket = socket.clone();
+                    async move {
+                        tokio::net::UnixStream::connect(socket)
+                            .await
+                            .map(TokioIo::new)
+                    }
+                }))
+                .await;
+            if let Ok(channel) = connected {
+                break channel;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
+        let mut kubelet = RegistrationClient::new(channel);
+        let info = kubelet
+            .get_info(reg::InfoRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(info.r#type, "CSIPlugin");
+        assert_eq!(info.name, "spiffe.csi.cert-manager.io");
+        assert_eq!(info.endpoint, config.kubelet_endpoint.display().to_string());
+        assert_eq!(info.supported_versions, ["1.0.0"]);
+        let status = reg::RegistrationStatus {
+            plugin_registered: true,
+            error: String::new(),
+        };
+        kubelet.notify_registration_status(status).await.unwrap();
+        assert!(registered.load(Ordering::Acquire));
+        shutdown.cancel();
+        server.await.unwrap().unwrap();
+        assert!(!config.socket.exists(), "the socket is removed on exit");
+    }
+}
