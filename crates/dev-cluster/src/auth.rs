@@ -97,24 +97,16 @@ type CacheEntry = (UserInfo, Vec<String>, Instant);
 #[derive(Debug)]
 pub(crate) struct Authenticator {
     admin: BearerToken,
-    /// Requests without credentials act as the admin (for kubectl over plain HTTP).
-    anonymous_admin: bool,
     signer: TokenSigner,
     cache_ttl: Duration,
     cache: Mutex<HashMap<CacheKey, CacheEntry>>,
 }
 
 impl Authenticator {
-    pub(crate) fn new(
-        admin: BearerToken,
-        anonymous_admin: bool,
-        signer: TokenSigner,
-        cache_ttl: Duration,
-    ) -> Self {
+    pub(crate) fn new(admin: BearerToken, signer: TokenSigner, cache_ttl: Duration) -> Self {
         let cache = Mutex::new(HashMap::new());
         Authenticator {
             admin,
-            anonymous_admin,
             signer,
             cache_ttl,
             cache,
@@ -134,13 +126,8 @@ impl Authenticator {
         header: Option<&str>,
         store: &Store,
     ) -> Result<UserInfo, ApiError> {
-        let Some(header) = header else {
-            return if self.anonymous_admin {
-                Ok(UserInfo::admin())
-            } else {
-                Err(ApiError::unauthorized())
-            };
-        };
+        // Anonymous requests are not enabled: no credential is 401.
+        let header = header.ok_or_else(ApiError::unauthorized)?;
         let (scheme, token) = header
             .trim()
             .split_once(' ')

@@ -138,8 +138,8 @@ pub(crate) fn resource_list(group: &str, version: &str) -> Reply {
     {
         let singular = v.plural.trim_end_matches('s');
         resources.push(
-            json!({"name": v.plural, "singularName": singular, "namespaced": false,
-                              "kind": v.kind, "verbs": ["create"]}),
+            json!({"name": v.plural, "singularName": singular, "namespaced": v.namespaced,
+                   "kind": v.kind, "verbs": ["create"]}),
         );
     }
     let group_version = if group.is_empty() {

@@ -63,6 +63,7 @@ pub(crate) fn list_keys(field: &str) -> Option<&'static [&'static str]> {
         "volumeMounts" => &["mountPath"],
         "ports" => &["containerPort", "protocol"],
         "ownerReferences" => &["uid"],
+        "webhooks" => &["name"],
         _ => return None,
     })
 }
@@ -116,12 +117,8 @@ impl Walker<'_> {
             }
             Value::Array(items) if !items.is_empty() && keyed(name, items).is_some() => {
                 let keys = keyed(name, items).unwrap_or_default();
-                self.nodes.insert(
-                    path.clone(),
-                    Node::Container {
-                        member: self.def.custom,
-                    },
-                );
+                let member = self.def.custom || self.def.map_fields.contains(&dotted);
+                self.nodes.insert(path.clone(), Node::Container { member });
                 for (item, key) in items.iter().zip(keys) {
                     path.push(key);
                     self.nodes.insert(path.clone(), Node::Item);

@@ -57,6 +57,13 @@ pub(crate) enum Hooks {
     CoreEvent,
     EventsV1Event,
     CertificateRequest,
+    Service,
+    /// Roles and ClusterRoles.
+    Role,
+    /// RoleBindings and ClusterRoleBindings.
+    Binding,
+    MutatingWebhooks,
+    ValidatingWebhooks,
 }
 
 /// One served resource.
@@ -88,7 +95,8 @@ pub(crate) struct ResourceDef {
     /// Field selectors beyond metadata.name/namespace: (selector label, dotted JSON path in
     /// this resource's own shape).
     pub(crate) selectable: &'static [(&'static str, &'static str)],
-    /// Built-in map-typed fields (dotted paths) that count as set members in managedFields.
+    /// Built-in fields (dotted paths) that count as set members themselves in
+    /// managedFields: maps, and optional structs and keyed lists absent from a new object.
     pub(crate) map_fields: &'static [&'static str],
     /// Struct fields managed as one unit in managedFields.
     pub(crate) atomic_fields: &'static [&'static str],
@@ -153,6 +161,27 @@ const CUSTOM: ResourceDef = ResourceDef {
 };
 
 const EVENT_ATOMIC: &[&str] = &["involvedObject", "regarding", "related"];
+
+/// A webhook configuration: webhooks keyed by name, their clientConfig a member, the
+/// selectors atomic (`x-kubernetes-map-type: atomic`).
+const WEBHOOKS: ResourceDef = ResourceDef {
+    group: "admissionregistration.k8s.io",
+    namespaced: false,
+    generation: true,
+    categories: &["api-extensions"],
+    map_fields: &[
+        "webhooks",
+        "webhooks.clientConfig",
+        "webhooks.clientConfig.service",
+    ],
+    atomic_fields: &["webhooks.namespaceSelector", "webhooks.objectSelector"],
+    ..BASE
+};
+
+const RBAC: ResourceDef = ResourceDef {
+    group: "rbac.authorization.k8s.io",
+    ..BASE
+};
 
 /// Every stored resource. Order is the order of discovery documents.
 pub(crate) static RESOURCES: &[ResourceDef] = &[
@@ -228,6 +257,19 @@ pub(crate) static RESOURCES: &[ResourceDef] = &[
         map_fields: &["data", "stringData"],
         hooks: Hooks::Secret,
         storage_version_hash: "S6u1pOWzb84=",
+        ..BASE
+    },
+    ResourceDef {
+        plural: "services",
+        singular: "service",
+        kind: "Service",
+        status_subresource: true,
+        storage: "services",
+        short_names: &["svc"],
+        categories: &["all"],
+        map_fields: &["spec.selector"],
+        hooks: Hooks::Service,
+        storage_version_hash: "0/CO1lhkEBI=",
         ..BASE
     },
     ResourceDef {
@@ -342,6 +384,74 @@ pub(crate) static RESOURCES: &[ResourceDef] = &[
         storage_version_hash: "IJyJPITm/AY=",
         ..CUSTOM
     },
+    ResourceDef {
+        group: "policy.cert-manager.io",
+        version: "v1alpha1",
+        plural: "certificaterequestpolicies",
+        singular: "certificaterequestpolicy",
+        kind: "CertificateRequestPolicy",
+        namespaced: false,
+        storage: "certificaterequestpolicies",
+        short_names: &["crp"],
+        storage_version_hash: "7MFcKQd2oqA=",
+        ..CUSTOM
+    },
+    ResourceDef {
+        plural: "clusterrolebindings",
+        singular: "clusterrolebinding",
+        kind: "ClusterRoleBinding",
+        namespaced: false,
+        storage: "clusterrolebindings",
+        hooks: Hooks::Binding,
+        storage_version_hash: "48tpQ8gZHFc=",
+        ..RBAC
+    },
+    ResourceDef {
+        plural: "clusterroles",
+        singular: "clusterrole",
+        kind: "ClusterRole",
+        namespaced: false,
+        storage: "clusterroles",
+        hooks: Hooks::Role,
+        storage_version_hash: "bYE5ZWDrJ44=",
+        ..RBAC
+    },
+    ResourceDef {
+        plural: "rolebindings",
+        singular: "rolebinding",
+        kind: "RoleBinding",
+        storage: "rolebindings",
+        hooks: Hooks::Binding,
+        storage_version_hash: "eGsCzGH6b1g=",
+        ..RBAC
+    },
+    ResourceDef {
+        plural: "roles",
+        singular: "role",
+        kind: "Role",
+        storage: "roles",
+        hooks: Hooks::Role,
+        storage_version_hash: "7FuwZcIIItM=",
+        ..RBAC
+    },
+    ResourceDef {
+        plural: "mutatingwebhookconfigurations",
+        singular: "mutatingwebhookconfiguration",
+        kind: "MutatingWebhookConfiguration",
+        storage: "mutatingwebhookconfigurations",
+        hooks: Hooks::MutatingWebhooks,
+        storage_version_hash: "Sqi0GUgDaX0=",
+        ..WEBHOOKS
+    },
+    ResourceDef {
+        plural: "validatingwebhookconfigurations",
+        singular: "validatingwebhookconfiguration",
+        kind: "ValidatingWebhookConfiguration",
+        storage: "validatingwebhookconfigurations",
+        hooks: Hooks::ValidatingWebhooks,
+        storage_version_hash: "B0wHjQmsGNk=",
+        ..WEBHOOKS
+    },
 ];
 
 /// A create-only endpoint that stores nothing (reviews).
@@ -351,6 +461,7 @@ pub(crate) struct VirtualDef {
     pub(crate) version: &'static str,
     pub(crate) plural: &'static str,
     pub(crate) kind: &'static str,
+    pub(crate) namespaced: bool,
 }
 
 /// Create-only endpoints, listed in discovery.
@@ -360,12 +471,35 @@ pub(crate) static VIRTUAL: &[VirtualDef] = &[
         version: "v1",
         plural: "selfsubjectreviews",
         kind: "SelfSubjectReview",
+        namespaced: false,
     },
     VirtualDef {
         group: "authentication.k8s.io",
         version: "v1",
         plural: "tokenreviews",
         kind: "TokenReview",
+        namespaced: false,
+    },
+    VirtualDef {
+        group: "authorization.k8s.io",
+        version: "v1",
+        plural: "localsubjectaccessreviews",
+        kind: "LocalSubjectAccessReview",
+        namespaced: true,
+    },
+    VirtualDef {
+        group: "authorization.k8s.io",
+        version: "v1",
+        plural: "selfsubjectaccessreviews",
+        kind: "SelfSubjectAccessReview",
+        namespaced: false,
+    },
+    VirtualDef {
+        group: "authorization.k8s.io",
+        version: "v1",
+        plural: "subjectaccessreviews",
+        kind: "SubjectAccessReview",
+        namespaced: false,
     },
 ];
 

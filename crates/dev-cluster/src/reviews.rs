@@ -16,17 +16,20 @@ use crate::util::{format_time, meta_str, new_uid};
 
 const AUTHN: &str = "authentication.k8s.io/v1";
 
-/// The metadata of a review answer: a managedFields entry for what the client sent.
-fn review_metadata(
+/// The metadata of a review answer of `def`: a managedFields entry for what the client
+/// sent.
+pub(crate) fn review_metadata(
     ctx: &Ctx<'_>,
+    def: &ResourceDef,
     body: &Value,
     sub: Option<&str>,
     now: &str,
 ) -> Map<String, Value> {
     let manager = ctx.manager();
+    let api_version = def.api_version();
     let w = Writer {
         manager: &manager,
-        api_version: AUTHN,
+        api_version: &api_version,
         subresource: sub,
         scope: Scope::Whole,
         now,
@@ -35,7 +38,7 @@ fn review_metadata(
     if let Some(spec) = body.get("spec") {
         holder["spec"] = spec.clone();
     }
-    managed::record_update(&REVIEW_DEF, &Value::Null, &mut holder, &w);
+    managed::record_update(def, &Value::Null, &mut holder, &w);
     holder
         .get("metadata")
         .and_then(Value::as_object)
@@ -191,7 +194,7 @@ pub(crate) fn token_request(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError
     };
     let token = ctx.state.auth.issue(&claims)?;
     let now_text = format_time(now);
-    let mut metadata = review_metadata(ctx, &body, Some("token"), &now_text);
+    let mut metadata = review_metadata(ctx, &REVIEW_DEF, &body, Some("token"), &now_text);
     metadata.insert("name".into(), sa_name.into());
     metadata.insert("namespace".into(), ns.into());
     metadata.insert("uid".into(), sa_uid.into());
@@ -227,7 +230,7 @@ pub(crate) fn token_review(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         Err(failure) => json!({"user": {}, "error": failure.to_string()}),
     };
     let now = crate::util::now_time();
-    let metadata = review_metadata(ctx, &body, None, &now);
+    let metadata = review_metadata(ctx, &REVIEW_DEF, &body, None, &now);
     Ok(Reply::Json(
         201,
         json!({"kind": "TokenReview", "apiVersion": AUTHN, "metadata": metadata,

@@ -141,6 +141,72 @@ impl LabelSelector {
         })
     }
 
+    /// Reads a `metav1.LabelSelector` object: `matchLabels` and `matchExpressions` (`In`,
+    /// `NotIn`, `Exists`, `DoesNotExist`). A missing or null selector matches everything.
+    pub(crate) fn from_json(selector: &Value) -> Result<LabelSelector, SelectorError> {
+        let bad = |m: String| SelectorError::Label(m);
+        let mut reqs = Vec::new();
+        if selector.is_null() {
+            return Ok(LabelSelector { reqs });
+        }
+        let map = selector
+            .as_object()
+            .ok_or_else(|| bad("a label selector must be an object".into()))?;
+        for (key, value) in map
+            .get("matchLabels")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let value = value
+                .as_str()
+                .ok_or_else(|| bad(format!("matchLabels[{key}] must be a string")))?;
+            if !valid_label_key(key) || !valid_label_value(value) {
+                return Err(bad(format!("invalid label {key}={value}")));
+            }
+            reqs.push((key.clone(), LabelOp::Equals(value.to_owned())));
+        }
+        let expressions = map.get("matchExpressions").and_then(Value::as_array);
+        for expr in expressions.into_iter().flatten() {
+            let key = expr.get("key").and_then(Value::as_str).unwrap_or("");
+            if !valid_label_key(key) {
+                return Err(bad(format!("invalid label key {key:?}")));
+            }
+            let values: Vec<String> = expr
+                .get("values")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect();
+            let operator = expr.get("operator").and_then(Value::as_str).unwrap_or("");
+            let op = match (operator, values.is_empty()) {
+                ("In", false) => LabelOp::In(values),
+                ("NotIn", false) => LabelOp::NotIn(values),
+                ("Exists", true) => LabelOp::Exists,
+                ("DoesNotExist", true) => LabelOp::DoesNotExist,
+                ("In" | "NotIn", true) => {
+                    return Err(bad(format!(
+                        "for 'in', 'notin' operators, values set can't be empty ({key})"
+                    )));
+                }
+                ("Exists" | "DoesNotExist", false) => {
+                    return Err(bad(format!(
+                        "values set must be empty for exists and does not exist ({key})"
+                    )));
+                }
+                (other, _) => {
+                    return Err(bad(format!(
+                        "{other:?} is not a valid label selector operator"
+                    )));
+                }
+            };
+            reqs.push((key.to_owned(), op));
+        }
+        Ok(LabelSelector { reqs })
+    }
+
     /// Whether the selector has no requirement.
     pub(crate) fn is_empty(&self) -> bool {
         self.reqs.is_empty()
@@ -342,6 +408,49 @@ mod tests {
         for (text, want) in cases {
             let sel = LabelSelector::parse(text).expect(text);
             assert_eq!(sel.matches(&l), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn label_selector_objects() {
+        let l = labels(&[("app", "web"), ("tier", "front")]);
+        let cases = [
+            (json!(null), true),
+            (json!({}), true),
+            (json!({"matchLabels": {"app": "web"}}), true),
+            (json!({"matchLabels": {"app": "db"}}), false),
+            (
+                json!({"matchExpressions": [{"key": "tier", "operator": "In",
+                                             "values": ["front", "back"]}]}),
+                true,
+            ),
+            (
+                json!({"matchExpressions": [{"key": "tier", "operator": "NotIn",
+                                             "values": ["front"]}]}),
+                false,
+            ),
+            (
+                json!({"matchExpressions": [{"key": "missing", "operator": "DoesNotExist"}]}),
+                true,
+            ),
+            (
+                json!({"matchLabels": {"app": "web"},
+                       "matchExpressions": [{"key": "missing", "operator": "Exists"}]}),
+                false,
+            ),
+        ];
+        for (selector, want) in cases {
+            let sel = LabelSelector::from_json(&selector).expect("valid selector");
+            assert_eq!(sel.matches(&l), want, "{selector}");
+        }
+        for bad in [
+            json!([]),
+            json!({"matchExpressions": [{"key": "a", "operator": "In"}]}),
+            json!({"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]}),
+            json!({"matchExpressions": [{"key": "a", "operator": "Near"}]}),
+            json!({"matchLabels": {"a": 1}}),
+        ] {
+            assert!(LabelSelector::from_json(&bad).is_err(), "{bad}");
         }
     }
 

@@ -2,9 +2,10 @@
 //! authenticates, routes the path, authorizes, calls the handler and writes the answer with
 //! the headers a real API server sends.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -16,8 +17,10 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
+use crate::ServiceRef;
+use crate::access_reviews::{self, ReviewKind};
 use crate::auth::{Authenticator, UserInfo};
-use crate::authz::{Attributes, Authorizer};
+use crate::authz::{self, Attributes, Authorization, ResourceAttributes};
 use crate::registry::{self, ResourceDef};
 use crate::status::ApiError;
 use crate::store::Store;
@@ -28,7 +31,7 @@ use crate::{discovery, handlers, reviews};
 pub(crate) struct AppState {
     pub(crate) store: Store,
     pub(crate) auth: Authenticator,
-    pub(crate) authz: Box<dyn Authorizer>,
+    pub(crate) authorization: Authorization,
     pub(crate) stamp_requester_identity: bool,
     pub(crate) max_body_bytes: usize,
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -37,6 +40,8 @@ pub(crate) struct AppState {
     /// Fixed per cluster, like the flow-control UIDs of a real server.
     pub(crate) flow_schema_uid: String,
     pub(crate) priority_level_uid: String,
+    /// Where webhook Services are reached.
+    pub(crate) services: RwLock<BTreeMap<ServiceRef, SocketAddr>>,
 }
 
 /// What a handler answers.
@@ -88,6 +93,7 @@ enum Route {
     Resource(Target),
     TokenReview,
     SelfSubjectReview,
+    AccessReview(ReviewKind),
 }
 
 fn route(path: &str) -> Option<Route> {
@@ -108,6 +114,23 @@ fn route(path: &str) -> Option<Route> {
         ["apis", "authentication.k8s.io", "v1", "selfsubjectreviews"] => {
             Some(Route::SelfSubjectReview)
         }
+        ["apis", "authorization.k8s.io", "v1", "subjectaccessreviews"] => {
+            Some(Route::AccessReview(ReviewKind::Subject))
+        }
+        [
+            "apis",
+            "authorization.k8s.io",
+            "v1",
+            "selfsubjectaccessreviews",
+        ] => Some(Route::AccessReview(ReviewKind::SelfSubject)),
+        [
+            "apis",
+            "authorization.k8s.io",
+            "v1",
+            "namespaces",
+            ns,
+            "localsubjectaccessreviews",
+        ] => Some(Route::AccessReview(ReviewKind::Local((*ns).to_owned()))),
         ["apis", g, v, rest @ ..] => resource_route(g, v, rest),
         _ => None,
     }
@@ -261,6 +284,19 @@ async fn serve(state: &Arc<AppState>, req: Request) -> Result<Reply, ApiError> {
     if !matches!(route, Route::SelfSubjectReview) {
         check_body_type(&method, ctx.content_type)?;
     }
+    if matches!(
+        route,
+        Route::Version
+            | Route::CoreVersions
+            | Route::CoreResources
+            | Route::Groups
+            | Route::Group(_)
+            | Route::GroupVersion(..)
+    ) {
+        let verb = method.as_str().to_ascii_lowercase();
+        let attrs = Attributes::NonResource { verb: &verb, path };
+        authz::authorize(state.authorization, subject(&user), &attrs, &state.store)?;
+    }
     match route {
         Route::Health => Err(ApiError::no_route()),
         Route::Version => get_only(&method).map(|()| discovery::version()),
@@ -305,7 +341,33 @@ async fn serve(state: &Arc<AppState>, req: Request) -> Result<Reply, ApiError> {
             )?;
             reviews::self_subject_review(&ctx)
         }
+        Route::AccessReview(kind) => {
+            post_only(&method)?;
+            let (resource, namespace) = match &kind {
+                ReviewKind::Subject => ("subjectaccessreviews", None),
+                ReviewKind::SelfSubject => ("selfsubjectaccessreviews", None),
+                ReviewKind::Local(ns) => ("localsubjectaccessreviews", Some(ns.as_str())),
+            };
+            authorize(
+                &ctx,
+                "create",
+                "authorization.k8s.io",
+                resource,
+                None,
+                namespace,
+                None,
+            )?;
+            access_reviews::review(&ctx, &kind)
+        }
         Route::Resource(target) => resource(&ctx, &method, target).await,
+    }
+}
+
+/// The parts of a user authorization looks at.
+pub(crate) fn subject(user: &UserInfo) -> authz::Subject<'_> {
+    authz::Subject {
+        username: &user.username,
+        groups: &user.groups,
     }
 }
 
@@ -334,15 +396,20 @@ fn authorize(
     namespace: Option<&str>,
     name: Option<&str>,
 ) -> Result<(), ApiError> {
-    let attrs = Attributes {
+    let attrs = Attributes::Resource(ResourceAttributes {
         verb,
         group,
         resource,
-        subresource,
-        namespace,
-        name,
-    };
-    ctx.state.authz.authorize(ctx.user, &attrs)
+        subresource: subresource.unwrap_or(""),
+        namespace: namespace.unwrap_or(""),
+        name: name.unwrap_or(""),
+    });
+    authz::authorize(
+        ctx.state.authorization,
+        subject(ctx.user),
+        &attrs,
+        &ctx.state.store,
+    )
 }
 
 async fn resource(ctx: &Ctx<'_>, method: &Method, t: Target) -> Result<Reply, ApiError> {
@@ -370,13 +437,19 @@ async fn resource(ctx: &Ctx<'_>, method: &Method, t: Target) -> Result<Reply, Ap
     if t.def.plural == "namespaces" && verb == "deletecollection" {
         return Err(ApiError::method_not_allowed());
     }
+    // A Namespace is in itself, as far as RBAC is concerned.
+    let namespace = if t.def.hooks == crate::registry::Hooks::Namespace {
+        t.name.as_deref()
+    } else {
+        t.namespace.as_deref()
+    };
     authorize(
         ctx,
         verb,
         t.def.group,
         t.def.plural,
         sub,
-        t.namespace.as_deref(),
+        namespace,
         t.name.as_deref(),
     )?;
     match verb {
@@ -384,11 +457,11 @@ async fn resource(ctx: &Ctx<'_>, method: &Method, t: Target) -> Result<Reply, Ap
         "list" => handlers::list(ctx, &t),
         "get" => handlers::get(ctx, &t),
         "create" if t.sub == Some(Sub::Token) => reviews::token_request(ctx, &t),
-        "create" => handlers::create(ctx, &t),
-        "update" => handlers::update(ctx, &t),
-        "patch" => handlers::patch(ctx, &t),
-        "delete" => handlers::delete(ctx, &t),
-        _ => handlers::delete_collection(ctx, &t),
+        "create" => handlers::create(ctx, &t).await,
+        "update" => handlers::update(ctx, &t).await,
+        "patch" => handlers::patch(ctx, &t).await,
+        "delete" => handlers::delete(ctx, &t).await,
+        _ => handlers::delete_collection(ctx, &t).await,
     }
 }
 

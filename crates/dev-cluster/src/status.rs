@@ -4,13 +4,15 @@
 //! `code` field. Which `details` appear, and whether `details.kind` names the plural resource
 //! or the Kind, follows what a real kube-apiserver does for each kind of error.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value, json};
 
-/// One entry of `details.causes`.
+/// One entry of `details.causes`. Empty parts are left out on the wire, as Go omits them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Cause {
     /// Machine-readable reason such as `FieldValueRequired`.
-    pub(crate) reason: &'static str,
+    pub(crate) reason: Cow<'static, str>,
     /// Human-readable message, without the field.
     pub(crate) message: String,
     /// The field path, e.g. `spec.request`.
@@ -21,7 +23,7 @@ impl Cause {
     /// A `FieldValueRequired` cause.
     pub(crate) fn required(field: impl Into<String>) -> Cause {
         Cause {
-            reason: "FieldValueRequired",
+            reason: "FieldValueRequired".into(),
             message: "Required value".into(),
             field: field.into(),
         }
@@ -30,7 +32,7 @@ impl Cause {
     /// A `FieldValueRequired` cause with a detail text.
     pub(crate) fn required_detail(field: impl Into<String>, detail: &str) -> Cause {
         Cause {
-            reason: "FieldValueRequired",
+            reason: "FieldValueRequired".into(),
             message: format!("Required value: {detail}"),
             field: field.into(),
         }
@@ -39,7 +41,7 @@ impl Cause {
     /// A `FieldValueInvalid` cause; `shown` is the value as the API server renders it.
     pub(crate) fn invalid(field: impl Into<String>, shown: &str, detail: &str) -> Cause {
         Cause {
-            reason: "FieldValueInvalid",
+            reason: "FieldValueInvalid".into(),
             message: format!("Invalid value: {shown}: {detail}"),
             field: field.into(),
         }
@@ -49,7 +51,7 @@ impl Cause {
     pub(crate) fn not_supported(field: impl Into<String>, value: &str, allowed: &[&str]) -> Cause {
         let list: Vec<String> = allowed.iter().map(|a| format!("{a:?}")).collect();
         Cause {
-            reason: "FieldValueNotSupported",
+            reason: "FieldValueNotSupported".into(),
             message: format!(
                 "Unsupported value: {value:?}: supported values: {}",
                 list.join(", ")
@@ -62,7 +64,7 @@ impl Cause {
     pub(crate) fn type_invalid(field: impl Into<String>, actual: &str, expected: &str) -> Cause {
         let field = field.into();
         Cause {
-            reason: "FieldValueTypeInvalid",
+            reason: "FieldValueTypeInvalid".into(),
             message: format!(
                 "Invalid value: {actual:?}: {field} in body must be of type {expected}: {actual:?}"
             ),
@@ -73,14 +75,42 @@ impl Cause {
     /// A `FieldValueForbidden` cause.
     pub(crate) fn forbidden(field: impl Into<String>, detail: &str) -> Cause {
         Cause {
-            reason: "FieldValueForbidden",
+            reason: "FieldValueForbidden".into(),
             message: format!("Forbidden: {detail}"),
             field: field.into(),
         }
     }
 
+    /// A `FieldValueDuplicate` cause.
+    pub(crate) fn duplicate(field: impl Into<String>, shown: &str) -> Cause {
+        Cause {
+            reason: "FieldValueDuplicate".into(),
+            message: format!("Duplicate value: {shown}"),
+            field: field.into(),
+        }
+    }
+
+    /// A cause carrying only a message, as internal errors have.
+    pub(crate) fn message_only(message: impl Into<String>) -> Cause {
+        Cause {
+            reason: Cow::Borrowed(""),
+            message: message.into(),
+            field: String::new(),
+        }
+    }
+
     fn to_json(&self) -> Value {
-        json!({"reason": self.reason, "message": self.message, "field": self.field})
+        let mut map = Map::new();
+        for (key, value) in [
+            ("reason", self.reason.as_ref()),
+            ("message", self.message.as_str()),
+            ("field", self.field.as_str()),
+        ] {
+            if !value.is_empty() {
+                map.insert(key.into(), value.into());
+            }
+        }
+        Value::Object(map)
     }
 }
 
@@ -136,8 +166,8 @@ impl Details {
 pub(crate) struct ApiError {
     /// HTTP status code, equal to the `code` field.
     pub(crate) code: u16,
-    /// The `reason` field, e.g. `NotFound`.
-    pub(crate) reason: &'static str,
+    /// The `reason` field, e.g. `NotFound`; left out when empty (webhook denials).
+    pub(crate) reason: Cow<'static, str>,
     /// The `message` field.
     pub(crate) message: String,
     /// The `details` field, absent when `None` (boxed to keep `Result`s small).
@@ -157,7 +187,7 @@ impl ApiError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {
             code,
-            reason,
+            reason: Cow::Borrowed(reason),
             message: message.into(),
             details: None,
         }
@@ -291,6 +321,38 @@ impl ApiError {
         ApiError::new(500, "InternalError", message)
     }
 
+    /// 500 `Internal error occurred: <cause>`, with the cause repeated in `details.causes`,
+    /// as the API server reports a failed webhook call.
+    pub(crate) fn internal_cause(cause: impl Into<String>) -> ApiError {
+        let cause = cause.into();
+        let details = Details {
+            causes: vec![Cause::message_only(cause.clone())],
+            ..Details::default()
+        };
+        ApiError::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {cause}"),
+        )
+        .with(details)
+    }
+
+    /// An error with every part chosen by the caller (a webhook's own `Status`); an empty
+    /// `reason` is left out.
+    pub(crate) fn custom(
+        code: u16,
+        reason: String,
+        message: String,
+        details: Option<Details>,
+    ) -> ApiError {
+        ApiError {
+            code,
+            reason: Cow::Owned(reason),
+            message,
+            details: details.map(Box::new),
+        }
+    }
+
     /// The `Status` object for this error.
     pub(crate) fn to_status(&self) -> Value {
         let mut status = json!({
@@ -302,8 +364,13 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
-        if let (Some(details), Some(map)) = (&self.details, status.as_object_mut()) {
-            map.insert("details".into(), details.to_json());
+        if let Some(map) = status.as_object_mut() {
+            if self.reason.is_empty() {
+                map.remove("reason");
+            }
+            if let Some(details) = &self.details {
+                map.insert("details".into(), details.to_json());
+            }
         }
         status
     }

@@ -1,6 +1,10 @@
 //! The real kube client against the dev cluster: typed CRUD, watchers (including recovery
 //! from 410), status writes with merge and JSON patches, and service-account tokens from
-//! TokenRequest used to create CertificateRequests.
+//! TokenRequest used to create CertificateRequests, with RBAC granting the account what it
+//! does. Everything goes over HTTPS, the client trusting the dev cluster's CA from its
+//! kubeconfig.
+
+mod common;
 
 use std::time::Duration;
 
@@ -8,40 +12,20 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
     PatchParams, PostParams,
 };
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher;
 use nico_dev_cluster::{DevCluster, DevClusterConfig};
 use serde_json::json;
 
+use common::{admin, with_token};
+
 async fn start(config: DevClusterConfig) -> DevCluster {
+    common::install_provider();
     DevCluster::start(config).await.expect("dev cluster starts")
-}
-
-async fn client_from_kubeconfig(text: &str) -> kube::Client {
-    let kubeconfig = Kubeconfig::from_yaml(text).expect("kubeconfig parses");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig is usable");
-    kube::Client::try_from(config).expect("client builds")
-}
-
-async fn admin(cluster: &DevCluster) -> kube::Client {
-    client_from_kubeconfig(&cluster.kubeconfig_json()).await
-}
-
-async fn with_token(cluster: &DevCluster, token: &str) -> kube::Client {
-    let text = json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "c", "cluster": {"server": cluster.url()}}],
-        "users": [{"name": "u", "user": {"token": token}}],
-        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-        "current-context": "x",
-    });
-    client_from_kubeconfig(&text.to_string()).await
 }
 
 fn cr_resource() -> ApiResource {
@@ -400,6 +384,39 @@ async fn service_account_tokens_stamp_and_expire_with_their_pod() {
 
     let as_sa = with_token(&cluster, &token).await;
     let crs: Api<DynamicObject> = Api::namespaced_with(as_sa.clone(), "default", &cr_resource());
+    let refused = crs
+        .create(&PostParams::default(), &cr("early", json!({})))
+        .await
+        .expect_err("no role yet");
+    assert!(
+        matches!(refused, kube::Error::Api(ref s) if s.code == 403),
+        "{refused:?}"
+    );
+    let roles: Api<Role> = Api::namespaced(client.clone(), "default");
+    roles
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "cr-creator"},
+                "rules": [{"apiGroups": ["cert-manager.io"],
+                           "resources": ["certificaterequests"],
+                           "verbs": ["create", "get"]}]}))
+            .expect("role"),
+        )
+        .await
+        .expect("role");
+    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), "default");
+    bindings
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "app-creates-crs"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                            "name": "cr-creator"},
+                "subjects": [{"kind": "ServiceAccount", "name": "app"}]}))
+            .expect("binding"),
+        )
+        .await
+        .expect("binding");
+
     let created = crs
         .create(&PostParams::default(), &cr("mine", json!({})))
         .await

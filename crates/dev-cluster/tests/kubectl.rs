@@ -47,12 +47,10 @@ async fn kubectl_works_with_the_kubeconfig() {
         eprintln!("kubectl is not installed: skipping the kubectl checks");
         return;
     }
-    // kubectl sends no credentials to a plain-HTTP server.
-    let config = DevClusterConfig {
-        anonymous_is_admin: true,
-        ..DevClusterConfig::default()
-    };
-    let cluster = DevCluster::start(config).await.expect("starts");
+    // kubectl verifies the server with the kubeconfig's CA and sends the admin token.
+    let cluster = DevCluster::start(DevClusterConfig::default())
+        .await
+        .expect("starts");
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("kubeconfig");
     std::fs::write(&path, cluster.kubeconfig_json()).expect("kubeconfig written");
@@ -111,6 +109,24 @@ async fn kubectl_works_with_the_kubeconfig() {
             None,
         );
         assert_eq!(whoami, "nico-dev-admin");
+        // `kubectl auth can-i` sends protobuf; a review sent as a manifest goes as JSON.
+        let review = r#"{"apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {"verb": "create", "group": "cert-manager.io",
+                                            "resource": "certificaterequests"}}}"#;
+        let allowed = kubectl(
+            path,
+            &[
+                "create",
+                "--validate=false",
+                "-f",
+                "-",
+                "-o",
+                "jsonpath={.status.allowed}",
+            ],
+            Some(review),
+        );
+        assert_eq!(allowed, "true");
         kubectl(path, &["delete", "configmap", "cm1"], None);
         kubectl(path, &["delete", "certificaterequest", "cr1"], None);
         let left = kubectl(path, &["get", "configmaps", "-o", "name"], None);

@@ -2,9 +2,8 @@
 //! and bodies always get an answer, and every error answer is a `Status` whose `code` is
 //! the HTTP status. Also the fixed cases: unknown paths, oversized bodies, no token.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+mod common;
+
 use nico_dev_cluster::{DevCluster, DevClusterConfig};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -18,38 +17,12 @@ async fn send(
     token: Option<&str>,
     body: Vec<u8>,
 ) -> (u16, Vec<u8>) {
-    let addr = cluster.url().trim_start_matches("http://").to_owned();
-    let stream = tokio::net::TcpStream::connect(&addr)
-        .await
-        .expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
-    let mut req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.as_str())
-        .header("content-type", content_type);
+    let mut headers = vec![("content-type", content_type.to_owned())];
     if let Some(token) = token {
-        req = req.header("authorization", format!("Bearer {token}"));
+        headers.push(("authorization", format!("Bearer {token}")));
     }
-    let req = req
-        .body(Full::new(Bytes::from(body)))
-        .expect("request builds");
-    let resp = sender
-        .send_request(req)
-        .await
-        .expect("the server answers instead of dropping");
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes()
-        .to_vec();
-    (status, body)
+    let answer = common::send(cluster, method, path, &headers, Some(body)).await;
+    (answer.status, answer.body)
 }
 
 fn assert_status_object(code: u16, body: &[u8]) {

@@ -4,6 +4,7 @@
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
+use crate::admission::{Admission, Operation};
 use crate::kinds::{self, to_external, to_storage};
 use crate::registry::Hooks;
 use crate::server::{Ctx, Reply, Target};
@@ -86,22 +87,20 @@ fn precondition_failed(prefix: &str, name: &str, field: &str, wanted: &str, have
     )
 }
 
-/// DELETE one object.
-pub(crate) fn delete(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
+/// Refuses a delete whose preconditions do not match the object (409).
+fn check_preconditions(
+    t: &Target,
+    name: &str,
+    old: &Value,
+    opts: &DeleteOptions,
+) -> Result<(), ApiError> {
     let def = t.def;
-    let name = name_of(t);
-    let opts = delete_options(ctx)?;
-    let mut st = ctx.state.store.lock();
-    let stored = st
-        .get(def.storage, &storage_key(def, t, name))
-        .ok_or_else(|| not_found(def, name))?;
-    let old = to_external(def, stored);
     let subject = || {
         let (prefix, _) = kinds::invalid_subject(def, name);
         (prefix, Details::object(name, def.group, def.kind))
     };
     if let Some(uid) = &opts.uid {
-        let have = meta_str(&old, "uid");
+        let have = meta_str(old, "uid");
         if uid != have {
             let (prefix, details) = subject();
             let message = precondition_failed(&prefix, name, "UID", uid, have);
@@ -112,7 +111,7 @@ pub(crate) fn delete(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
         }
     }
     if let Some(rv) = &opts.resource_version {
-        let have = meta_str(&old, "resourceVersion");
+        let have = meta_str(old, "resourceVersion");
         if rv != have {
             let (prefix, details) = subject();
             let message = precondition_failed(&prefix, name, "ResourceVersion", rv, have);
@@ -122,6 +121,35 @@ pub(crate) fn delete(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
             ));
         }
     }
+    Ok(())
+}
+
+/// Offers the deletion of `old` to the webhooks that watch deletes.
+async fn admit_delete(ctx: &Ctx<'_>, t: &Target, name: &str, old: &Value) -> Result<(), ApiError> {
+    let admission = Admission::new(ctx, t, Operation::Delete, name);
+    admission.mutate(ctx.state, None, Some(old)).await?;
+    admission.validate(ctx.state, None, Some(old)).await
+}
+
+/// DELETE one object.
+pub(crate) async fn delete(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
+    let def = t.def;
+    let name = name_of(t);
+    let opts = delete_options(ctx)?;
+    let current = {
+        let st = ctx.state.store.lock();
+        st.get(def.storage, &storage_key(def, t, name))
+            .map(|stored| to_external(def, stored))
+    };
+    let current = current.ok_or_else(|| not_found(def, name))?;
+    check_preconditions(t, name, &current, &opts)?;
+    admit_delete(ctx, t, name, &current).await?;
+    let mut st = ctx.state.store.lock();
+    let stored = st
+        .get(def.storage, &storage_key(def, t, name))
+        .ok_or_else(|| not_found(def, name))?;
+    let old = to_external(def, stored);
+    check_preconditions(t, name, &old, &opts)?;
     if def.hooks == Hooks::Namespace && matches!(name, "default" | "kube-system" | "kube-public") {
         return Err(ApiError::forbidden(
             format!("namespaces {name:?} is forbidden: this namespace may not be deleted"),
@@ -255,29 +283,39 @@ fn delete_object(
 }
 
 /// DELETE a collection: every selected object, answered as the list of them.
-pub(crate) fn delete_collection(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
+pub(crate) async fn delete_collection(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
     let def = t.def;
     let selection = Selection::parse(ctx, t)?;
     let opts = delete_options(ctx)?;
+    let chosen: Vec<(String, Value)> = {
+        let st = ctx.state.store.lock();
+        st.all(def.storage)
+            .map(|(k, v)| (k.clone(), to_external(def, v)))
+            .filter(|(k, v)| selection.matches(k, v))
+            .collect()
+    };
+    let one = |obj: &Value| Target {
+        def,
+        namespace: meta(obj)
+            .and_then(|m| m.get("namespace"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        name: Some(meta_str(obj, "name").to_owned()),
+        sub: None,
+    };
+    for (_, obj) in &chosen {
+        let target = one(obj);
+        admit_delete(ctx, &target, name_of(&target), obj).await?;
+    }
     let mut st = ctx.state.store.lock();
-    let chosen: Vec<(String, Value)> = st
-        .all(def.storage)
-        .map(|(k, v)| (k.clone(), to_external(def, v)))
-        .filter(|(k, v)| selection.matches(k, v))
-        .collect();
     let mut items = Vec::new();
-    for (_, obj) in chosen {
-        let name = meta_str(&obj, "name").to_owned();
-        let one = Target {
-            def,
-            namespace: meta(&obj)
-                .and_then(|m| m.get("namespace"))
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            name: Some(name.clone()),
-            sub: None,
-        };
-        delete_object(ctx, &mut st, &one, &name, obj.clone(), &opts);
+    for (k, obj) in chosen {
+        // Whatever went away meanwhile is not deleted twice.
+        if st.get(def.storage, &k).is_none() {
+            continue;
+        }
+        let target = one(&obj);
+        delete_object(ctx, &mut st, &target, name_of(&target), obj.clone(), &opts);
         items.push(obj);
     }
     let rv = st.current_rv();

@@ -12,7 +12,9 @@ use crate::status::{ApiError, Details, qualified};
 use crate::store::{Inner, key};
 use crate::util::{meta, meta_mut};
 
+mod apply;
 mod delete;
+mod pipeline;
 mod read;
 mod write;
 
@@ -34,7 +36,7 @@ const SERVER_META: &[&str] = &[
 
 /// How a write is recorded in managedFields.
 #[derive(Debug)]
-enum ManagedOp {
+pub(crate) enum ManagedOp {
     Update,
     Apply {
         set: std::collections::BTreeSet<Path>,

@@ -5,6 +5,12 @@
 //! defaulting (fields the writer is credited with in managedFields), admission and the
 //! create strategy (fields nobody is credited with), then validation (422).
 
+mod roles;
+mod service;
+mod webhooks;
+
+pub(crate) use service::allocate as allocate_service_ip;
+
 use serde_json::{Map, Value, json};
 
 use crate::registry::{Hooks, ResourceDef};
@@ -89,7 +95,7 @@ pub(crate) fn decode(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiError>
     Ok(())
 }
 
-fn set_default(map: &mut Map<String, Value>, key: &str, value: Value) {
+pub(super) fn set_default(map: &mut Map<String, Value>, key: &str, value: Value) {
     if map.get(key).is_none_or(Value::is_null) {
         map.insert(key.to_owned(), value);
     }
@@ -124,6 +130,9 @@ pub(crate) fn default_fields(def: &ResourceDef, obj: &mut Value) {
                 set_default(map, "type", "Opaque".into());
             }
         }
+        Hooks::Service => service::default_fields(obj),
+        Hooks::MutatingWebhooks => webhooks::default_fields(obj, true),
+        Hooks::ValidatingWebhooks => webhooks::default_fields(obj, false),
         _ => {}
     }
 }
@@ -165,6 +174,7 @@ pub(crate) fn admit_create(def: &ResourceDef, obj: &mut Value) {
             }
         }
         Hooks::Pod => admit_pod(obj),
+        Hooks::Service => service::admit_create(obj),
         _ => {}
     }
 }
@@ -276,6 +286,11 @@ pub(crate) fn validate(def: &ResourceDef, obj: &Value, name: &str) -> Result<(),
         Hooks::CertificateRequest => validate_cr(obj, &mut causes),
         Hooks::EventsV1Event => validate_event_v1(obj, &mut causes),
         Hooks::Pod => validate_pod(obj, &mut causes),
+        Hooks::Service => service::validate(obj, &mut causes),
+        Hooks::Role => roles::validate_role(obj, def.namespaced, &mut causes),
+        Hooks::Binding => roles::validate_binding(obj, def.namespaced, &mut causes),
+        Hooks::MutatingWebhooks => webhooks::validate(obj, true, &mut causes),
+        Hooks::ValidatingWebhooks => webhooks::validate(obj, false, &mut causes),
         Hooks::Lease => {
             if let Some(v) = obj
                 .pointer("/spec/leaseDurationSeconds")
@@ -290,6 +305,24 @@ pub(crate) fn validate(def: &ResourceDef, obj: &Value, name: &str) -> Result<(),
             }
         }
         _ => {}
+    }
+    if causes.is_empty() {
+        return Ok(());
+    }
+    let (prefix, details) = invalid_subject(def, name);
+    Err(ApiError::invalid(&prefix, name, details, causes))
+}
+
+/// Validation of an update beyond [`validate`]: fields that may not change (422).
+pub(crate) fn validate_update(
+    def: &ResourceDef,
+    old: &Value,
+    new: &Value,
+    name: &str,
+) -> Result<(), ApiError> {
+    let mut causes = Vec::new();
+    if def.hooks == Hooks::Binding {
+        roles::validate_binding_update(old, new, &mut causes);
     }
     if causes.is_empty() {
         return Ok(());
