@@ -2,9 +2,11 @@
 //!
 //! - `codegen [--check]`: regenerate the committed CSI gRPC code from its `.proto`, or fail when
 //!   the committed code has drifted from it.
-//! - `test`: every test of the project, the command CI runs.
+//! - `test`: every test of the project, the command CI runs (installing the OpenBao server
+//!   the issuer's tests need when it is missing).
 
 mod codegen;
+mod openbao;
 mod test;
 
 use clap::{Parser, Subcommand};

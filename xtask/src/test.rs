@@ -9,6 +9,8 @@ pub(crate) fn run(extra: &[String]) -> anyhow::Result<()> {
     check_testdata_copy()?;
 
     let root = crate::workspace_root();
+    // The issuer's tests run against a real OpenBao server.
+    let bao = crate::openbao::ensure_bao(&root)?;
     let nextest = Command::new("cargo")
         .args(["nextest", "--version"])
         .output()
@@ -21,7 +23,7 @@ pub(crate) fn run(extra: &[String]) -> anyhow::Result<()> {
         eprintln!("cargo-nextest not found, falling back to cargo test");
         cmd.args(["test", "--workspace", "--no-fail-fast"]);
     }
-    cmd.args(extra).current_dir(&root);
+    cmd.args(extra).current_dir(&root).env("NICO_BAO", &bao);
     let status = cmd.status().context("failed to start the test runner")?;
     if !status.success() {
         bail!("tests failed ({status})");

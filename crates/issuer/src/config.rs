@@ -93,6 +93,9 @@ pub struct VaultConfig {
     /// Timeout of one HTTP request, Go duration syntax.
     #[serde(default = "default_vault_timeout")]
     pub timeout: String,
+    /// The most signing requests sent to Vault at once; the rest wait their turn.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
     /// How the issuer logs in.
     pub auth: VaultAuthConfig,
 }
@@ -148,6 +151,10 @@ fn default_pki_mount() -> String {
 
 fn default_vault_timeout() -> String {
     "10s".to_owned()
+}
+
+fn default_max_in_flight() -> usize {
+    32
 }
 
 fn default_kubernetes_mount() -> String {
@@ -271,6 +278,8 @@ pub struct ValidVault {
     pub client_identity: Option<(PathBuf, PathBuf)>,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Concurrent signing requests.
+    pub max_in_flight: usize,
     /// Login method.
     pub auth: VaultAuthConfig,
 }
@@ -432,6 +441,9 @@ fn validate_vault(
     if timeout.is_zero() {
         return Err(invalid("vault.timeout", "must be longer than zero".into()));
     }
+    if vault.max_in_flight == 0 {
+        return Err(invalid("vault.max_in_flight", "must be at least 1".into()));
+    }
     let client_identity = match (&vault.client_certificate, &vault.client_key) {
         (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
         (None, None) => None,
@@ -473,6 +485,7 @@ fn validate_vault(
         ca_bundle: vault.ca_bundle.clone(),
         client_identity,
         timeout,
+        max_in_flight: vault.max_in_flight,
         auth: vault.auth.clone(),
     })
 }
@@ -491,6 +504,7 @@ mod tests {
             client_certificate: None,
             client_key: None,
             timeout: "10s".into(),
+            max_in_flight: 32,
             auth: VaultAuthConfig::Token {
                 token_file: "/run/token".into(),
             },
@@ -564,6 +578,7 @@ mod tests {
             (|v| v.mount = "/".into(), "vault.mount"),
             (|v| v.role = "a/b".into(), "vault.role"),
             (|v| v.timeout = "0s".into(), "vault.timeout"),
+            (|v| v.max_in_flight = 0, "vault.max_in_flight"),
             (
                 |v| v.client_key = Some("k".into()),
                 "vault.client_certificate",

@@ -111,6 +111,8 @@ pub struct VaultBackend {
     anonymous: VaultClient,
     session: Mutex<Option<Arc<Session>>>,
     login: tokio::sync::Mutex<()>,
+    /// Bounds the signing requests in flight, so a backlog does not flood the server.
+    in_flight: tokio::sync::Semaphore,
     metrics: Metrics,
 }
 
@@ -135,6 +137,7 @@ impl VaultBackend {
         let anonymous = client(&settings, "")?;
         Ok(Self {
             name,
+            in_flight: tokio::sync::Semaphore::new(settings.max_in_flight),
             settings,
             anonymous,
             session: Mutex::new(None),
@@ -398,6 +401,12 @@ impl VaultBackend {
             .build()
             .map_err(|e| VaultError::Unsupported(e.to_string()))?;
 
+        // The semaphore is never closed, so this only waits for a free slot.
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|e| VaultError::Unavailable(e.to_string()))?;
         let mut retried_login = false;
         let response = loop {
             let session = self.session().await?;

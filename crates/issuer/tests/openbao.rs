@@ -30,6 +30,7 @@ fn vault_issuer(name: &str, bao: &OpenBao, mount: &str, auth: VaultAuthConfig) -
             client_certificate: None,
             client_key: None,
             timeout: "5s".to_owned(),
+            max_in_flight: 32,
             auth,
         }),
     }
@@ -460,6 +461,97 @@ async fn an_outage_fails_nothing_and_every_request_is_issued_once() {
             .metric(&series("signatures_total", "vault", ",result=\"Failed\""))
             .await,
         0.0
+    );
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_auth_logs_in_with_a_service_account_token_of_the_dev_cluster() {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use kube::api::{Api, ObjectMeta, PostParams};
+
+    let bao = OpenBao::start(Storage::Dev);
+    openbao::setup_pki(&bao, false);
+    let token_file = bao.dir().join("sa-token");
+    let harness = Harness::start(config(vec![vault_issuer(
+        "vault-k8s",
+        &bao,
+        "pki",
+        VaultAuthConfig::Kubernetes {
+            role: "issuer".to_owned(),
+            mount: "kubernetes".to_owned(),
+            token_file: token_file.clone(),
+        },
+    )]))
+    .await;
+    // Vault reviews the issuer's token with the dev cluster's TokenReview.
+    let ca = bao.write_file("cluster-ca.pem", harness.cluster.ca_pem());
+    bao.cli(&["auth", "enable", "kubernetes"]);
+    bao.cli(&[
+        "write",
+        "auth/kubernetes/config",
+        &format!("kubernetes_host={}", harness.cluster.url()),
+        &format!("kubernetes_ca_cert=@{}", ca.display()),
+        &format!("token_reviewer_jwt={}", harness.cluster.admin_token()),
+        "disable_local_ca_jwt=true",
+    ]);
+    bao.cli(&[
+        "write",
+        "auth/kubernetes/role/issuer",
+        "bound_service_account_names=nico-issuer",
+        "bound_service_account_namespaces=default",
+        "token_policies=signer",
+        "token_ttl=1h",
+    ]);
+    let accounts: Api<ServiceAccount> = Api::namespaced(harness.client.clone(), "default");
+    let account = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some("nico-issuer".to_owned()),
+            ..ObjectMeta::default()
+        },
+        ..ServiceAccount::default()
+    };
+    accounts
+        .create(&PostParams::default(), &account)
+        .await
+        .unwrap();
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: Vec::new(),
+            expiration_seconds: Some(3600),
+            bound_object_ref: None,
+        },
+        ..TokenRequest::default()
+    };
+    let token = accounts
+        .create_token_request("nico-issuer", &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    std::fs::write(&token_file, token).unwrap();
+
+    let client = harness.client.clone();
+    let (_, csr) = spiffe_csr("k8s");
+    create_request(
+        &client,
+        "k8s-auth",
+        cluster_issuer("vault-k8s"),
+        &csr,
+        "1h",
+        Some(true),
+    )
+    .await;
+    let cr = wait_for_ready(&client, "k8s-auth", WAIT).await;
+    assert!(ready(&cr).0, "{:?}\n{}", ready(&cr), bao.log());
+    openssl_verify(&cr).unwrap();
+    assert!(
+        harness
+            .metric(&series("vault_logins_total", "vault-k8s", ""))
+            .await
+            >= 1.0
     );
     harness.stop().await;
 }
