@@ -555,3 +555,64 @@ async fn kubernetes_auth_logs_in_with_a_service_account_token_of_the_dev_cluster
     );
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_needs_the_ca_bundle_and_a_wrong_trust_fails_nothing() {
+    let bao = OpenBao::start(Storage::DevTls);
+    // The dev server writes its CA once it listens; the CLI below needs it too.
+    let pki = openbao::setup_pki(&bao, false);
+    let mut trusted = vault_issuer("vault-tls", &bao, "pki", approle(&bao, &pki));
+    if let Some(vault) = trusted.vault.as_mut() {
+        vault.ca_bundle = Some(bao.tls_ca());
+    }
+    let untrusted = vault_issuer("vault-untrusted", &bao, "pki", approle(&bao, &pki));
+    let harness = Harness::start(config(vec![trusted, untrusted])).await;
+    let client = harness.client.clone();
+    let (_, csr) = spiffe_csr("tls");
+    create_request(
+        &client,
+        "over-tls",
+        cluster_issuer("vault-tls"),
+        &csr,
+        "1h",
+        Some(true),
+    )
+    .await;
+    create_request(
+        &client,
+        "untrusted",
+        cluster_issuer("vault-untrusted"),
+        &csr,
+        "1h",
+        Some(true),
+    )
+    .await;
+    let cr = wait_for_ready(&client, "over-tls", WAIT).await;
+    assert!(ready(&cr).0, "{:?}", ready(&cr));
+    openssl_verify(&cr).unwrap();
+    // Without the CA bundle the server's certificate is not trusted: the issuer is not
+    // ready, and the request waits instead of failing.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, body) = harness.get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("vault-untrusted"), "{body}");
+    let api: kube::Api<nico_k8s_types::CertificateRequest> =
+        kube::Api::namespaced(client.clone(), "default");
+    let waiting = api.get("untrusted").await.unwrap();
+    assert!(
+        waiting
+            .condition(nico_k8s_types::ConditionType::Ready)
+            .is_none()
+    );
+    assert!(
+        harness
+            .metric(&series(
+                "signatures_total",
+                "vault-untrusted",
+                ",result=\"Retried\""
+            ))
+            .await
+            >= 1.0
+    );
+    harness.stop().await;
+}

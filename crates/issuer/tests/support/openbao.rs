@@ -93,6 +93,8 @@ fn random_hex(bytes: usize) -> String {
 pub(crate) enum Storage {
     /// `bao server -dev`: in memory, unsealed, gone when stopped.
     Dev,
+    /// The same over TLS (`-dev-tls`), with a CA of its own in `tls/vault-ca.pem`.
+    DevTls,
     /// Integrated (raft) storage in a directory: survives a restart, comes back sealed.
     File,
 }
@@ -153,7 +155,7 @@ impl OpenBao {
         let listen = format!("127.0.0.1:{}", self.port);
         let mut command = Command::new(&self.bao);
         match self.storage {
-            Storage::Dev => {
+            Storage::Dev | Storage::DevTls => {
                 command.args([
                     "server",
                     "-dev",
@@ -161,6 +163,14 @@ impl OpenBao {
                     &format!("-dev-root-token-id={}", self.root_token),
                     "-dev-no-store-token",
                 ]);
+                if self.storage == Storage::DevTls {
+                    let dir = self.dir.path().join("tls");
+                    std::fs::create_dir_all(&dir).expect("create the TLS directory");
+                    command.args([
+                        "-dev-tls".to_owned(),
+                        format!("-dev-tls-cert-dir={}", dir.display()),
+                    ]);
+                }
             }
             Storage::File => {
                 let config = self.dir.path().join("server.hcl");
@@ -211,9 +221,19 @@ impl OpenBao {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` with TLS).
     pub(crate) fn address(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.storage == Storage::DevTls {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The CA of a TLS server's certificate.
+    pub(crate) fn tls_ca(&self) -> PathBuf {
+        self.dir.path().join("tls/vault-ca.pem")
     }
 
     /// A scratch directory that lives as long as the server.
@@ -231,6 +251,7 @@ impl OpenBao {
         let out = Command::new(&self.bao)
             .args(args)
             .env("BAO_ADDR", self.address())
+            .env("BAO_CACERT", self.tls_ca())
             .env("BAO_TOKEN", token)
             .env_remove("VAULT_ADDR")
             .env_remove("VAULT_TOKEN")
