@@ -177,8 +177,13 @@ impl TestCa {
     pub fn new(names: &[&str]) -> TestCa {
         let ca_key = KeyPair::generate().expect("CA key");
         let mut ca = CertificateParams::default();
-        ca.distinguished_name
-            .push(DnType::CommonName, "nico test webhook CA");
+        // Every CA has a name of its own, so that one is never mistaken for another.
+        static SERIAL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ca.distinguished_name.push(
+            DnType::CommonName,
+            format!("nico test webhook CA {} {n}", std::process::id()),
+        );
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
         let issuer = Issuer::new(ca, ca_key);
