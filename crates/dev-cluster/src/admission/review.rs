@@ -327,6 +327,35 @@ mod tests {
         assert!(read_response("u", b"not json").is_err());
     }
 
+    proptest::proptest! {
+        /// A webhook's answer is untrusted input: reading it never panics, whatever it is.
+        #[test]
+        fn any_answer_is_read_without_panicking(body in proptest::collection::vec(
+            proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = read_response("u", &body);
+        }
+
+        #[test]
+        fn any_json_answer_is_read_without_panicking(
+            uid in "[a-z]{0,3}",
+            allowed in proptest::prelude::any::<bool>(),
+            patch_type in proptest::option::of("[A-Za-z]{0,10}"),
+            patch in proptest::option::of("[A-Za-z0-9+/=]{0,40}"),
+        ) {
+            let mut response = json!({"uid": uid, "allowed": allowed});
+            if let Some(t) = patch_type {
+                response["patchType"] = t.into();
+            }
+            if let Some(p) = patch {
+                response["patch"] = p.into();
+            }
+            let verdict = read_response("u", &answer(response));
+            if uid != "u" {
+                proptest::prop_assert!(verdict.is_err());
+            }
+        }
+    }
+
     #[test]
     fn denials_keep_the_webhook_status() {
         let (code, reason, message, details) = denial("v.a.b", &json!({"message": "bad name"}));
