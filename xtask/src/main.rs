@@ -4,7 +4,9 @@
 //!   the committed code has drifted from it.
 //! - `test`: every test of the project, the command CI runs (installing the OpenBao server
 //!   the issuer's tests need when it is missing).
+//! - `bench <name>`: a benchmark on a release build; its figures go into BENCHMARKS.md.
 
+mod bench;
 mod codegen;
 mod openbao;
 mod test;
@@ -26,6 +28,12 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Run a benchmark on a release build (see BENCHMARKS.md).
+    Bench {
+        /// Which benchmark.
+        #[arg(value_enum)]
+        name: bench::Bench,
+    },
     /// Run every test: drift checks, then the whole test suite.
     Test {
         /// Extra arguments passed to the test runner (e.g. a test name filter).
@@ -38,6 +46,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Codegen { check } => codegen::run(check),
         Command::Test { args } => test::run(&args),
+        Command::Bench { name } => bench::run(name),
     }
 }
 

@@ -156,7 +156,9 @@ impl Default for Config {
         Self {
             driver_name: DEFAULT_DRIVER_NAME.to_owned(),
             node_id: String::new(),
-            endpoint: PathBuf::from("/csi/csi.sock"),
+            endpoint: PathBuf::from(format!(
+                "/var/lib/kubelet/plugins/{DEFAULT_DRIVER_NAME}/csi.sock"
+            )),
             trust_domain: nico_spiffe_id::DEFAULT_TRUST_DOMAIN.to_owned(),
             id_template: nico_spiffe_id::DEFAULT_TEMPLATE.to_owned(),
             issuer: IssuerConfig::default(),
