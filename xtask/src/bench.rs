@@ -27,7 +27,9 @@ pub(crate) fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::CsiNode => {
             cargo(&["build", "--release", "-p", "nico-identity"])?;
-            let binary = root.join("target/release/nico-identity");
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| root.join("target"), std::path::PathBuf::from);
+            let binary = target.join("release/nico-identity");
             let status = Command::new("cargo")
                 .args([
                     "run",
