@@ -1,24 +1,34 @@
-//! Watching CertificateRequests and writing decisions.
+//! Running the approver: caches, leader election, the controller over CertificateRequests,
+//! and writing each verdict once with an Event and metrics.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
+use kube::Resource as _;
 use kube::api::{Api, PostParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
-use nico_k8s_types::{
-    CertificateRequest, Condition, ConditionStatus, ConditionType, IDENTITY_ANNOTATION,
-    RequestState,
-};
-use nico_policy::{Decision, SpiffeRequest};
-use nico_runtime::RoleContext;
-use tracing::{debug, info, warn};
+use nico_k8s_types::{CertificateRequest, Condition, ConditionStatus, ConditionType};
+use nico_runtime::{LeaseConfig, ReadyFlag, RoleContext};
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument as _, debug, info, info_span, warn};
 
-use crate::config::Settings;
+use crate::cluster::{ClusterError, KubeCluster};
+use crate::config::{NonSpiffeMode, Settings};
+use crate::judge::{Judgement, Leave, judge};
+use crate::metrics::{LeftReason, Metrics, Outcome};
+use crate::policies::{self, PolicyCache};
+use crate::route::decided;
 
 /// The reason written on Approved and Denied conditions.
 const REASON: &str = "nico-identity.approver";
+
+/// The longest Event note the API server accepts.
+const MAX_NOTE: usize = 1024;
 
 /// Why the approver stopped.
 #[derive(Debug, thiserror::Error)]
@@ -26,144 +36,282 @@ pub enum RunError {
     /// The kube client could not be built.
     #[error(transparent)]
     Access(#[from] nico_runtime::KubeAccessError),
+    /// Leader election could not start.
+    #[error(transparent)]
+    Leader(#[from] nico_runtime::LeaderError),
 }
 
 /// Why one request could not be decided this time; it is retried.
 #[derive(Debug, thiserror::Error)]
 enum ReconcileError {
-    #[error("failed to write the decision: {0}")]
+    /// A read the verdict needs failed.
+    #[error(transparent)]
+    Read(#[from] ClusterError),
+    /// The verdict could not be written (409: the request changed meanwhile).
+    #[error("failed to write the verdict: {0}")]
     Write(#[source] kube::Error),
+}
+
+/// `/readyz` for the approver: the policies are listed and, while this replica leads, the
+/// requests too.
+#[derive(Debug)]
+struct CacheReadiness {
+    flag: ReadyFlag,
+    policies: AtomicBool,
+    requests: AtomicBool,
+}
+
+impl CacheReadiness {
+    fn update(&self) {
+        self.flag
+            .set(self.policies.load(Ordering::SeqCst) && self.requests.load(Ordering::SeqCst));
+    }
+
+    fn set(&self, which: &AtomicBool, ready: bool) {
+        which.store(ready, Ordering::SeqCst);
+        self.update();
+    }
 }
 
 struct Context {
     client: kube::Client,
+    cluster: KubeCluster,
     settings: Settings,
+    policies: Option<PolicyCache>,
+    metrics: Metrics,
+    recorder: Recorder,
+    readiness: Arc<CacheReadiness>,
 }
 
-/// Runs the approver until `shutdown` fires.
+/// Runs the approver until `ctx.shutdown` fires: with leader election unless the settings
+/// turn it off, in which case several replicas all act and only the resourceVersion on each
+/// write keeps their verdicts from conflicting.
 pub async fn run(settings: Settings, ctx: RoleContext) -> Result<(), RunError> {
     let client = ctx.access.client()?;
-    let shutdown = ctx.shutdown.clone();
-    let api: Api<CertificateRequest> = Api::all(client.clone());
-    let context = Arc::new(Context { client, settings });
-    info!(issuer = %context.settings.issuer, "approver started");
-    Controller::new(api, watcher::Config::default())
-        .graceful_shutdown_on(shutdown.cancelled_owned())
+    let metrics = Metrics::default();
+    ctx.telemetry
+        .register("approver", |registry| metrics.register(registry));
+    let readiness = Arc::new(CacheReadiness {
+        flag: ctx.telemetry.readiness().register("approver caches"),
+        policies: AtomicBool::new(false),
+        requests: AtomicBool::new(true),
+    });
+    let policies = match settings.non_spiffe {
+        NonSpiffeMode::Policy => {
+            let synced = readiness.clone();
+            Some(PolicyCache::start(
+                client.clone(),
+                settings.limits,
+                ctx.shutdown.clone(),
+                move || synced.set(&synced.policies, true),
+            ))
+        }
+        NonSpiffeMode::Ignore | NonSpiffeMode::Approve => {
+            readiness.set(&readiness.policies, true);
+            None
+        }
+    };
+    let reporter = Reporter {
+        controller: "nico-identity-approver".into(),
+        instance: Some(ctx.identity.clone()),
+    };
+    info!(
+        issuer = %settings.issuer(),
+        non_spiffe = ?settings.non_spiffe,
+        leader_election = settings.lease_name.is_some(),
+        "approver started"
+    );
+    let lease = settings.lease_name.clone();
+    let context = Arc::new(Context {
+        cluster: KubeCluster {
+            client: client.clone(),
+        },
+        recorder: Recorder::new(client.clone(), reporter),
+        client: client.clone(),
+        settings,
+        policies,
+        metrics,
+        readiness,
+    });
+    match lease {
+        Some(lease) => {
+            let lease = LeaseConfig::new(lease, ctx.namespace.clone(), ctx.identity.clone());
+            nico_runtime::run_as_leader(client, lease, ctx.shutdown.clone(), move |token| {
+                lead(context.clone(), token)
+            })
+            .await?;
+        }
+        None => lead(context, ctx.shutdown.clone()).await,
+    }
+    Ok(())
+}
+
+/// One term of acting: the controller over requests and, for policies, the `Ready` writer.
+async fn lead(context: Arc<Context>, stop: CancellationToken) {
+    let readiness = context.readiness.clone();
+    readiness.set(&readiness.requests, false);
+    let api: Api<CertificateRequest> = Api::all(context.client.clone());
+    let mut controller = Controller::new(api, watcher::Config::default());
+    let store = controller.store();
+    let synced = {
+        let readiness = readiness.clone();
+        tokio::spawn(async move {
+            if store.wait_until_ready().await.is_ok() {
+                readiness.set(&readiness.requests, true);
+            }
+        })
+    };
+    let mut status = None;
+    if let Some(cache) = &context.policies {
+        // A new or changed policy may decide requests that were left alone: judge again.
+        let changes = BroadcastStream::new(cache.changes()).map(|_| ());
+        controller = controller.reconcile_all_on(changes);
+        status = Some(tokio::spawn(policies::maintain_status(
+            context.client.clone(),
+            cache.clone(),
+            stop.clone(),
+        )));
+    }
+    controller
+        .graceful_shutdown_on(stop.cancelled_owned())
         .run(reconcile, retry, context)
         .for_each(|_| futures::future::ready(()))
         .await;
-    Ok(())
+    synced.abort();
+    if let Some(status) = status {
+        let _ = status.await;
+    }
+    // A follower needs no cache of requests to be ready to take over.
+    readiness.set(&readiness.requests, true);
 }
 
 async fn reconcile(
     cr: Arc<CertificateRequest>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
-    if cr.state() != RequestState::Pending || cr.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
-    let annotation = cr
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(IDENTITY_ANNOTATION));
-    let spiffe = annotation.is_some() || cr.spec.issuer_ref.same_issuer(&ctx.settings.issuer);
-    if !spiffe {
-        // TODO(#4): judge non-SPIFFE requests by CertificateRequestPolicy objects.
+    if decided(&cr) || cr.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
     let namespace = cr.metadata.namespace.clone().unwrap_or_default();
     let name = cr.metadata.name.clone().unwrap_or_default();
-    let usages = cr.spec.usages.clone().unwrap_or_default();
-    let issuer = nico_policy::IssuerName::new(
-        cr.spec.issuer_ref.name.clone(),
-        cr.spec.issuer_ref.kind.as_deref(),
-        cr.spec.issuer_ref.group.as_deref(),
-    );
-    let extra = cr.spec.extra.clone().unwrap_or_default();
-    let request = SpiffeRequest {
-        namespace: &namespace,
-        request: &cr.spec.request,
-        issuer: &issuer,
-        duration: cr.spec.duration.as_deref(),
-        is_ca: cr.spec.is_ca.unwrap_or(false),
-        usages: &usages,
-        username: cr.spec.username.as_deref().unwrap_or_default(),
-        extra: &extra,
-        pod_name_annotation: annotation_of(&cr, nico_policy::POD_NAME_ANNOTATION),
-        pod_uid_annotation: annotation_of(&cr, nico_policy::POD_UID_ANNOTATION),
-        identity_annotation: annotation.map(String::as_str),
-    };
-    let pod = match ctx.settings.policy.pod_to_look_up(&request) {
-        None => None,
-        Some(query) => {
-            let pods: Api<k8s_openapi::api::core::v1::Pod> =
-                Api::namespaced(ctx.client.clone(), &namespace);
-            pods.get_opt(query.name)
-                .await
-                .map_err(ReconcileError::Write)?
-                .map(|pod| nico_policy::PodFacts {
-                    namespace: namespace.clone(),
-                    name: pod.metadata.name.unwrap_or_default(),
-                    uid: pod.metadata.uid.unwrap_or_default(),
-                    service_account: pod
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.service_account_name.clone())
-                        .unwrap_or_else(|| "default".to_owned()),
-                    node_name: pod.spec.and_then(|s| s.node_name).unwrap_or_default(),
-                })
-        }
-    };
-    let condition = match ctx.settings.policy.evaluate(&request, pod.as_ref()) {
-        Decision::Approve => {
-            info!(namespace, name, "certificaterequest approved");
-            Condition::new(
+    let span = info_span!("certificaterequest", %namespace, %name);
+    async move {
+        let started = Instant::now();
+        let view = ctx.policies.as_ref().and_then(PolicyCache::view);
+        let judgement = judge(&cr, &ctx.settings, view.as_ref(), &ctx.cluster).await?;
+        let elapsed = started.elapsed().as_secs_f64();
+        let (outcome, rules, message) = match judgement {
+            Judgement::Leave(why) => return Ok(leave(&ctx.metrics, why)),
+            Judgement::Approve { rules, message } => (Outcome::Approved, rules, message),
+            Judgement::Deny { rules, message } => (Outcome::Denied, rules, message),
+        };
+        ctx.metrics.evaluated(rules, elapsed);
+        let (type_, event_type, reason, action) = match outcome {
+            Outcome::Approved => (
                 ConditionType::Approved,
-                ConditionStatus::True,
-                REASON,
-                "approved by nico-identity: the SPIFFE ID matches the requesting service account",
-            )
+                EventType::Normal,
+                "Approved",
+                "Approve",
+            ),
+            Outcome::Denied => (ConditionType::Denied, EventType::Warning, "Denied", "Deny"),
+        };
+        let mut updated = (*cr).clone();
+        updated.set_condition(Condition::new(
+            type_,
+            ConditionStatus::True,
+            REASON,
+            message.clone(),
+        ));
+        let api: Api<CertificateRequest> = Api::namespaced(ctx.client.clone(), &namespace);
+        // PUT with the resourceVersion judged: if anything changed meanwhile (another
+        // replica's verdict included) the write fails with 409 and the request is judged
+        // again from its new state, where the verdict already written ends it.
+        api.replace_status(&name, &PostParams::default(), &updated)
+            .await
+            .map_err(ReconcileError::Write)?;
+        match outcome {
+            Outcome::Approved => info!(?rules, "certificaterequest approved"),
+            Outcome::Denied => info!(?rules, reason = %message, "certificaterequest denied"),
         }
-        Decision::Deny(denial) => {
-            info!(namespace, name, field = %denial.field(), reason = %denial, "certificaterequest denied");
-            Condition::new(
-                ConditionType::Denied,
-                ConditionStatus::True,
-                REASON,
-                denial.to_string(),
-            )
+        ctx.metrics.decided(&namespace, outcome);
+        let event = Event {
+            type_: event_type,
+            reason: reason.to_owned(),
+            note: Some(bounded(message, MAX_NOTE)),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &cr.object_ref(&())).await {
+            warn!(%error, "failed to publish the verdict event");
         }
-    };
-    let mut updated = (*cr).clone();
-    updated.set_condition(condition);
-    let api: Api<CertificateRequest> = Api::namespaced(ctx.client.clone(), &namespace);
-    // PUT with the resourceVersion we judged: if anything changed meanwhile the write fails
-    // with 409 and the request is judged again from its new state.
-    api.replace_status(&name, &PostParams::default(), &updated)
-        .await
-        .map_err(ReconcileError::Write)?;
-    Ok(Action::await_change())
+        Ok(Action::await_change())
+    }
+    .instrument(span)
+    .await
+}
+
+/// Counts and logs a request left without a verdict, and says when to look again.
+fn leave(metrics: &Metrics, why: Leave) -> Action {
+    match why {
+        Leave::NotOurs => {
+            metrics.left(LeftReason::NotOurs);
+            Action::await_change()
+        }
+        Leave::PoliciesLoading => {
+            metrics.left(LeftReason::PoliciesLoading);
+            debug!("certificaterequestpolicies not listed yet; judging later");
+            Action::requeue(Duration::from_secs(1))
+        }
+        Leave::NoPolicy => {
+            metrics.left(LeftReason::NoPolicy);
+            debug!("no certificaterequestpolicy applies; left undecided");
+            Action::await_change()
+        }
+        Leave::PolicyNotReady(policy) => {
+            metrics.left(LeftReason::PolicyNotReady);
+            info!(%policy, "only a policy that does not load could approve; left undecided");
+            Action::await_change()
+        }
+    }
 }
 
 fn retry(cr: Arc<CertificateRequest>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
     let conflict = matches!(error, ReconcileError::Write(kube::Error::Api(s)) if s.code == 409);
+    let namespace = cr.metadata.namespace.as_deref();
+    let name = cr.metadata.name.as_deref();
     if conflict {
         debug!(
-            name = cr.metadata.name.as_deref(),
-            "decision raced with another write; retrying"
+            namespace,
+            name, "verdict raced with another write; judging again"
         );
         Action::requeue(Duration::from_millis(200))
     } else {
-        warn!(name = cr.metadata.name.as_deref(), %error, "failed to decide certificaterequest; retrying");
+        warn!(namespace, name, %error, "failed to decide certificaterequest; retrying");
         Action::requeue(Duration::from_secs(5))
     }
 }
 
-fn annotation_of<'c>(cr: &'c CertificateRequest, key: &str) -> Option<&'c str> {
-    cr.metadata
-        .annotations
-        .as_ref()?
-        .get(key)
-        .map(String::as_str)
+/// `text` cut to at most `max` bytes on a character boundary.
+fn bounded(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max - 3;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_are_bounded_on_character_boundaries() {
+        assert_eq!(bounded("short".into(), 10), "short");
+        let long = bounded("é".repeat(600), MAX_NOTE);
+        assert!(long.len() <= MAX_NOTE && long.ends_with("..."));
+    }
 }

@@ -1,12 +1,23 @@
-//! The approver: decides every SPIFFE CertificateRequest by the rules of `nico-policy` and
-//! records the decision as an `Approved` or `Denied` condition.
+//! The approver: decides every CertificateRequest it is responsible for and records the
+//! decision as an `Approved` or `Denied` condition, once.
 //!
-//! The decision itself is a pure function in `nico-policy`; this crate only watches requests,
-//! picks the ones it is responsible for, and writes the answer back with optimistic
-//! concurrency, so that a decision is never written twice or over someone else's.
+//! SPIFFE requests (the identity annotation, the SPIFFE issuer, or a URI of our trust
+//! domain in the CSR) are judged by the pure rules of `nico-policy`, with the pod the
+//! requester's token is bound to read from the API server. Other requests follow the
+//! compatibility switch: CertificateRequestPolicies (`nico-request-policy`, with RBAC `use`
+//! checked by SubjectAccessReview), left alone, or approved when they carry no SPIFFE ID.
+//!
+//! Every verdict is written with a `PUT /status` carrying the resourceVersion judged, so it
+//! is written at most once and never over a newer object, whatever the number of replicas;
+//! with leader election (a Lease), one replica acts at a time.
 
+mod cluster;
 mod config;
 mod controller;
+mod judge;
+mod metrics;
+mod policies;
+mod route;
 
-pub use config::{Config, ConfigError, IssuerConfig, Settings};
+pub use config::{Config, ConfigError, IssuerConfig, NonSpiffeMode, RequesterKind, Settings};
 pub use controller::{RunError, run};
