@@ -498,3 +498,179 @@ fn metric(exposition: &str, name: &str) -> f64 {
         .and_then(|value| value.parse().ok())
         .unwrap_or_else(|| panic!("{name} not in:\n{exposition}"))
 }
+
+/// Driver-account mode: the node driver creates requests as itself, with a token bound to its
+/// own pod on the node, naming the workload pod in annotations; the approver checks that the
+/// named pod runs on the driver's node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_driver_account_mode_requests_come_from_the_drivers_pod_bound_account() {
+    use k8s_openapi::api::authentication::v1::{
+        BoundObjectReference, TokenRequest, TokenRequestSpec,
+    };
+    use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::{
+        ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject,
+    };
+    use nico_identity_cli::dev::{DEV_NODE, Embedded};
+
+    let driver_account = "system:serviceaccount:nico-identity:csi-node";
+    let (env, _dir) = dev_environment_with(|options| {
+        options.embedded = Embedded {
+            csi_node: false,
+            ..Embedded::default()
+        };
+        options.config.csi_node.request_identity = nico_csi_node::RequestIdentity::Driver;
+        options.config.approver.requester = nico_approver::RequesterKind::Driver;
+        options.config.approver.driver_accounts = vec![driver_account.into()];
+    })
+    .await;
+    let admin = env.access.client().unwrap();
+    // The driver's own pod, account and RBAC, as the chart would install them.
+    let namespace = k8s_openapi::api::core::v1::Namespace {
+        metadata: ObjectMeta {
+            name: Some("nico-identity".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::all(admin.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+    let account = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some("csi-node".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<ServiceAccount>::namespaced(admin.clone(), "nico-identity")
+        .create(&PostParams::default(), &account)
+        .await
+        .unwrap();
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "csi-node-abcde"},
+        "spec": {"serviceAccountName": "csi-node", "nodeName": DEV_NODE,
+                 "containers": [{"name": "csi-node", "image": "nico-identity"}]}
+    }))
+    .unwrap();
+    let pod = Api::<Pod>::namespaced(admin.clone(), "nico-identity")
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
+    let rule = |groups: &[&str], resources: &[&str], verbs: &[&str]| PolicyRule {
+        api_groups: Some(groups.iter().map(|g| (*g).into()).collect()),
+        resources: Some(resources.iter().map(|r| (*r).into()).collect()),
+        verbs: verbs.iter().map(|v| (*v).into()).collect(),
+        ..Default::default()
+    };
+    let role = ClusterRole {
+        metadata: ObjectMeta {
+            name: Some("nico-identity-csi-node".into()),
+            ..Default::default()
+        },
+        rules: Some(vec![
+            rule(
+                &["cert-manager.io"],
+                &["certificaterequests"],
+                &["create", "get", "list", "watch", "delete"],
+            ),
+            rule(&["", "events.k8s.io"], &["events"], &["create", "patch"]),
+        ]),
+        ..Default::default()
+    };
+    Api::<ClusterRole>::all(admin.clone())
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding = ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some("nico-identity-csi-node".into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: "nico-identity-csi-node".into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: "csi-node".into(),
+            namespace: Some("nico-identity".into()),
+            ..Default::default()
+        }]),
+    };
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let token_request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![],
+            expiration_seconds: Some(3600),
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: pod.metadata.name.clone(),
+                uid: pod.metadata.uid.clone(),
+            }),
+        },
+        ..Default::default()
+    };
+    let token = Api::<ServiceAccount>::namespaced(admin.clone(), "nico-identity")
+        .create_token_request("csi-node", &PostParams::default(), &token_request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let ctx = nico_runtime::RoleContext {
+        access: env
+            .access
+            .with_token(&nico_runtime::BearerToken::new(token)),
+        telemetry: nico_runtime::Telemetry::new(),
+        shutdown: shutdown.clone(),
+        identity: "csi-node-abcde".into(),
+        namespace: "nico-identity".into(),
+    };
+    let driver = nico_csi_node::Driver::start(env.csi_settings().clone(), &ctx).unwrap();
+    let server = tokio::spawn({
+        let (socket, shutdown) = (env.socket().to_owned(), shutdown.clone());
+        async move { nico_csi_node::serve(driver, &socket, shutdown).await }
+    });
+    let volume = env.create_demo_pod("demo", "web", "web-0").await.unwrap();
+    let kubelet = eventually("the driver's socket", 10 * SECOND, || async {
+        env.kubelet().await.ok()
+    })
+    .await;
+    eventually(
+        "the driver to be ready and publish",
+        20 * SECOND,
+        || async { kubelet.publish(&volume).await.ok() },
+    )
+    .await;
+    verify_with_webpki(
+        &volume.file(VolumeFile::Certificate),
+        &volume.file(VolumeFile::Ca),
+    )
+    .unwrap();
+    let crs = requests(&env, "demo").await;
+    assert_eq!(crs.len(), 1);
+    let annotations = crs[0].metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations
+            .get("identity.nico.io/pod-name")
+            .map(String::as_str),
+        Some("web-0")
+    );
+    assert_eq!(
+        annotations.get("identity.nico.io/pod-uid"),
+        Some(&volume.pod_uid)
+    );
+    assert_eq!(crs[0].spec.username.as_deref(), Some(driver_account));
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+    env.stop().await;
+}

@@ -107,16 +107,22 @@ impl KubeAccess {
         kube::Client::try_from(self.config.clone()).map_err(KubeAccessError::Client)
     }
 
-    /// A client that authenticates with `token` and nothing else: the role's own client
-    /// certificate, token file or exec plugin are dropped, so the API server sees the token's
-    /// owner and only them.
-    pub fn client_with_token(&self, token: &BearerToken) -> Result<kube::Client, KubeAccessError> {
+    /// The same server and trust roots, authenticating with `token` and nothing else (tests
+    /// and the dev environment run roles under service accounts this way).
+    pub fn with_token(&self, token: &BearerToken) -> KubeAccess {
         let mut config = self.config.clone();
         config.auth_info = AuthInfo {
             token: Some(token.0.clone()),
             ..AuthInfo::default()
         };
-        kube::Client::try_from(config).map_err(KubeAccessError::Client)
+        Self { config }
+    }
+
+    /// A client that authenticates with `token` and nothing else: the role's own client
+    /// certificate, token file or exec plugin are dropped, so the API server sees the token's
+    /// owner and only them.
+    pub fn client_with_token(&self, token: &BearerToken) -> Result<kube::Client, KubeAccessError> {
+        self.with_token(token).client()
     }
 }
 
