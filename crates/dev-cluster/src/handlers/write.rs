@@ -65,6 +65,9 @@ fn restore_after_mutation(def: &ResourceDef, before: &Value, after: &mut Value) 
     }
 }
 
+/// How often a taken generated name is generated again before the create fails.
+const GENERATE_RETRIES: u32 = 7;
+
 /// Creates an object, in the API server's order: decoding and defaulting, managedFields,
 /// built-in admission, the namespace check, mutating webhooks, validation, the server's
 /// fields, validating webhooks, then storage (where an existing name is a conflict).
@@ -76,7 +79,7 @@ pub(super) async fn create_object(
 ) -> Result<Reply, ApiError> {
     let def = t.def;
     settle_namespace(def, t, &mut obj)?;
-    let name = {
+    let (mut name, generate) = {
         let meta = meta_mut(&mut obj);
         for field in SERVER_META {
             meta.remove(*field);
@@ -91,9 +94,12 @@ pub(super) async fn create_object(
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_owned();
-        let name = match (name.is_empty(), generate.is_empty()) {
-            (false, _) => name,
-            (true, false) => format!("{generate}{}", crate::util::name_suffix()),
+        let (name, generate) = match (name.is_empty(), generate.is_empty()) {
+            (false, _) => (name, None),
+            (true, false) => (
+                format!("{generate}{}", crate::util::name_suffix()),
+                Some(generate),
+            ),
             (true, true) => {
                 let (prefix, details) = kinds::invalid_subject(def, "");
                 let cause =
@@ -102,7 +108,7 @@ pub(super) async fn create_object(
             }
         };
         meta.insert("name".into(), name.clone().into());
-        name
+        (name, generate)
     };
     kinds::decode(def, &mut obj)?;
     if def.status_subresource
@@ -144,12 +150,24 @@ pub(super) async fn create_object(
         meta.insert("generation".into(), 1.into());
     }
     admission.validate(ctx.state, Some(&obj), None).await?;
-    let k = storage_key(def, t, &name);
+    let mut k = storage_key(def, t, &name);
     let mut st = ctx.state.store.lock();
     // The namespace may have gone while the webhooks ran.
     check_namespace(&st, def, t, &name)?;
-    if st.get(def.storage, &k).is_some() {
-        return Err(ApiError::already_exists(def.plural, def.group, &name));
+    // A generated name that is taken is generated again, as the API server retries.
+    let mut retries = if generate.is_some() {
+        GENERATE_RETRIES
+    } else {
+        0
+    };
+    while st.get(def.storage, &k).is_some() {
+        let Some(prefix) = generate.as_deref().filter(|_| retries > 0) else {
+            return Err(ApiError::already_exists(def.plural, def.group, &name));
+        };
+        retries -= 1;
+        name = format!("{prefix}{}", crate::util::name_suffix());
+        meta_mut(&mut obj).insert("name".into(), name.clone().into());
+        k = storage_key(def, t, &name);
     }
     if def.hooks == Hooks::Service {
         kinds::allocate_service_ip(&st, &mut obj, &name)?;
