@@ -642,3 +642,42 @@ async fn invalid_configurations_are_refused_with_the_field_named() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_webhook_adds_gets_its_defaults() {
+    let cluster = cluster(false).await;
+    let admin = Admin(&cluster);
+    let webhook = TestWebhook::start(answering(|_, review| {
+        patch(
+            review,
+            json!([{"op": "add", "path": "/spec/ports/-",
+                    "value": {"name": "extra", "port": 8443}}]),
+        )
+    }))
+    .await;
+    let config = common::webhook_configuration(
+        "MutatingWebhookConfiguration",
+        "ports",
+        "ports.nico.test",
+        url_config(&webhook, "/mutate"),
+        json!({"rules": [{"operations": ["CREATE"], "apiGroups": [""],
+                          "apiVersions": ["v1"], "resources": ["services"]}]}),
+    );
+    admin.configure(MUTATING, config).await;
+    let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"ports": [{"name": "https", "port": 443}]}});
+    let created = admin
+        .call(
+            "POST",
+            "/api/v1/namespaces/default/services",
+            JSON,
+            Some(service),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let extra = &created.json()["spec"]["ports"][1];
+    assert_eq!(extra["protocol"], "TCP");
+    assert_eq!(extra["targetPort"], 8443);
+    webhook.stop().await;
+    cluster.shutdown().await;
+}

@@ -105,6 +105,10 @@ async fn admit(
         .await?
         .unwrap_or(Value::Null);
     let mut new = scoped_candidate(def, t.sub, old, mutated);
+    if t.sub.is_none() {
+        // A patched object is decoded again, defaults included, as the API server does.
+        kinds::default_fields(def, &mut new);
+    }
     carry_server_meta(old, &mut new);
     match managed {
         Some(m) => meta_mut(&mut new).insert("managedFields".into(), m),

@@ -142,6 +142,8 @@ pub(super) async fn create_object(
         .await?
         .unwrap_or(Value::Null);
     restore_after_mutation(def, &before, &mut obj);
+    // A patched object is decoded again, defaults included, as the API server does.
+    kinds::default_fields(def, &mut obj);
     kinds::validate(def, &obj, &name)?;
     let meta = meta_mut(&mut obj);
     meta.insert("uid".into(), new_uid().into());
