@@ -1,15 +1,15 @@
 //! Running the approver: caches, leader election, the controller over CertificateRequests,
 //! and writing each verdict once with an Event and metrics.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use kube::Resource as _;
 use kube::api::{Api, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use nico_k8s_types::{CertificateRequest, Condition, ConditionStatus, ConditionType};
 use nico_runtime::{LeaseConfig, ReadyFlag, RoleContext};
@@ -57,19 +57,36 @@ enum ReconcileError {
 #[derive(Debug)]
 struct CacheReadiness {
     flag: ReadyFlag,
-    policies: AtomicBool,
-    requests: AtomicBool,
+    /// Whether the policies and the requests are synced. One lock, so that two updates
+    /// cannot publish their combinations in the wrong order.
+    synced: Mutex<Synced>,
+}
+
+#[derive(Debug)]
+struct Synced {
+    policies: bool,
+    requests: bool,
+}
+
+/// Which cache a readiness change is about.
+#[derive(Clone, Copy, Debug)]
+enum Cache {
+    Policies,
+    Requests,
 }
 
 impl CacheReadiness {
-    fn update(&self) {
-        self.flag
-            .set(self.policies.load(Ordering::SeqCst) && self.requests.load(Ordering::SeqCst));
-    }
-
-    fn set(&self, which: &AtomicBool, ready: bool) {
-        which.store(ready, Ordering::SeqCst);
-        self.update();
+    fn set(&self, cache: Cache, ready: bool) {
+        // A poisoned lock still holds two booleans that are each valid.
+        let mut synced = self
+            .synced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match cache {
+            Cache::Policies => synced.policies = ready,
+            Cache::Requests => synced.requests = ready,
+        }
+        self.flag.set(synced.policies && synced.requests);
     }
 }
 
@@ -93,8 +110,10 @@ pub async fn run(settings: Settings, ctx: RoleContext) -> Result<(), RunError> {
         .register("approver", |registry| metrics.register(registry));
     let readiness = Arc::new(CacheReadiness {
         flag: ctx.telemetry.readiness().register("approver caches"),
-        policies: AtomicBool::new(false),
-        requests: AtomicBool::new(true),
+        synced: Mutex::new(Synced {
+            policies: false,
+            requests: true,
+        }),
     });
     let policies = match settings.non_spiffe {
         NonSpiffeMode::Policy => {
@@ -103,11 +122,11 @@ pub async fn run(settings: Settings, ctx: RoleContext) -> Result<(), RunError> {
                 client.clone(),
                 settings.limits,
                 ctx.shutdown.clone(),
-                move || synced.set(&synced.policies, true),
+                move || synced.set(Cache::Policies, true),
             ))
         }
         NonSpiffeMode::Ignore | NonSpiffeMode::Approve => {
-            readiness.set(&readiness.policies, true);
+            readiness.set(Cache::Policies, true);
             None
         }
     };
@@ -149,15 +168,15 @@ pub async fn run(settings: Settings, ctx: RoleContext) -> Result<(), RunError> {
 /// One term of acting: the controller over requests and, for policies, the `Ready` writer.
 async fn lead(context: Arc<Context>, stop: CancellationToken) {
     let readiness = context.readiness.clone();
-    readiness.set(&readiness.requests, false);
+    readiness.set(Cache::Requests, false);
     let api: Api<CertificateRequest> = Api::all(context.client.clone());
     let mut controller = Controller::new(api, watcher::Config::default());
     let store = controller.store();
     let synced = {
         let readiness = readiness.clone();
         tokio::spawn(async move {
-            if store.wait_until_ready().await.is_ok() {
-                readiness.set(&readiness.requests, true);
+            if listed(&store).await {
+                readiness.set(Cache::Requests, true);
             }
         })
     };
@@ -182,7 +201,7 @@ async fn lead(context: Arc<Context>, stop: CancellationToken) {
         let _ = status.await;
     }
     // A follower needs no cache of requests to be ready to take over.
-    readiness.set(&readiness.requests, true);
+    readiness.set(Cache::Requests, true);
 }
 
 async fn reconcile(
@@ -250,6 +269,20 @@ async fn reconcile(
     .await
 }
 
+/// Waits until `store` has been filled by its first listing; `false` if its writer is gone.
+///
+/// kube-runtime wakes only the last task to wait on a store (the readiness signal is a
+/// oneshot channel, which keeps one waker), and the controller itself waits on its store:
+/// so this looks instead of waiting.
+async fn listed(store: &Store<CertificateRequest>) -> bool {
+    loop {
+        match store.wait_until_ready().now_or_never() {
+            Some(result) => return result.is_ok(),
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
 /// Counts and logs a request left without a verdict, and says when to look again.
 fn leave(metrics: &Metrics, why: Leave) -> Action {
     match why {
@@ -307,6 +340,26 @@ fn bounded(mut text: String, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ready_only_with_policies_listed_and_while_leading_requests_listed() {
+        let readiness = nico_runtime::Readiness::default();
+        let caches = CacheReadiness {
+            flag: readiness.register("approver caches"),
+            synced: Mutex::new(Synced {
+                policies: false,
+                requests: true,
+            }),
+        };
+        let ready = || readiness.pending().is_empty();
+        assert!(!ready(), "not ready before anything is listed");
+        caches.set(Cache::Policies, true);
+        assert!(ready(), "a follower is ready once the policies are listed");
+        caches.set(Cache::Requests, false);
+        assert!(!ready(), "a new leader waits for its requests");
+        caches.set(Cache::Requests, true);
+        assert!(ready());
+    }
 
     #[test]
     fn notes_are_bounded_on_character_boundaries() {

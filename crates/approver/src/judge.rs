@@ -15,9 +15,7 @@ use crate::policies::PolicyView;
 use crate::route::{Route, issuer_of, route, strip_spiffe_scheme};
 
 /// Which rules decided, for metrics and logs.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelValue,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Rules {
     /// The SPIFFE rules.
     Spiffe,

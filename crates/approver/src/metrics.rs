@@ -1,6 +1,6 @@
 //! The approver's Prometheus metrics, registered under `nico_identity_approver_`.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -9,7 +9,7 @@ use prometheus_client::registry::Registry;
 use crate::judge::Rules;
 
 /// A verdict written.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub(crate) enum Outcome {
     /// `Approved=True` written.
     Approved,
@@ -18,7 +18,7 @@ pub(crate) enum Outcome {
 }
 
 /// Why nothing was written.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub(crate) enum LeftReason {
     /// Not a SPIFFE request and the switch leaves those alone.
     NotOurs,
@@ -28,6 +28,51 @@ pub(crate) enum LeftReason {
     NoPolicy,
     /// A policy that does not load applies.
     PolicyNotReady,
+}
+
+/// Label values in the lower-case spelling Prometheus users expect.
+fn label(encoder: &mut LabelValueEncoder<'_>, value: &str) -> Result<(), std::fmt::Error> {
+    use std::fmt::Write as _;
+    encoder.write_str(value)
+}
+
+impl EncodeLabelValue for Outcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        label(
+            encoder,
+            match self {
+                Self::Approved => "approved",
+                Self::Denied => "denied",
+            },
+        )
+    }
+}
+
+impl EncodeLabelValue for LeftReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        label(
+            encoder,
+            match self {
+                Self::NotOurs => "not_ours",
+                Self::PoliciesLoading => "policies_loading",
+                Self::NoPolicy => "no_policy",
+                Self::PolicyNotReady => "policy_not_ready",
+            },
+        )
+    }
+}
+
+impl EncodeLabelValue for Rules {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        label(
+            encoder,
+            match self {
+                Self::Spiffe => "spiffe",
+                Self::Policy => "policy",
+                Self::Auto => "auto",
+            },
+        )
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

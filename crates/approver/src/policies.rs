@@ -78,6 +78,7 @@ impl PolicyCache {
             .default_backoff()
             .take_until(shutdown.cancelled_owned());
         let watching = cache.clone();
+        let mut on_synced = Some(on_synced);
         tokio::spawn(async move {
             futures::pin_mut!(stream);
             while let Some(event) = stream.next().await {
@@ -90,18 +91,15 @@ impl PolicyCache {
                                 policies = watching.inner.store.len(),
                                 "certificaterequestpolicies listed"
                             );
+                            if let Some(on_synced) = on_synced.take() {
+                                on_synced();
+                            }
                         }
                         // Nobody listening (no leader term running) is fine.
                         let _ = watching.inner.changes.send(());
                     }
                     Err(error) => warn!(%error, "certificaterequestpolicy watch failed; retrying"),
                 }
-            }
-        });
-        let ready = cache.inner.store.clone();
-        tokio::spawn(async move {
-            if ready.wait_until_ready().await.is_ok() {
-                on_synced();
             }
         });
         cache
