@@ -43,8 +43,9 @@ fn main() {
         .position(|a| a == "--requests")
         .and_then(|i| args.get(i + 1))
         .map_or(2000, |n| n.parse().expect("--requests takes a number"));
+    let modes = ["local", "local-issuer", "vault"];
     let wanted = |name: &str| {
-        !args.iter().any(|a| a == "local" || a == "vault") || args.iter().any(|a| a == name)
+        !args.iter().any(|a| modes.contains(&a.as_str())) || args.iter().any(|a| a == name)
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -54,7 +55,10 @@ fn main() {
     runtime.block_on(async {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         if wanted("local") {
-            local_ca(requests).await;
+            local_ca(requests, true).await;
+        }
+        if wanted("local-issuer") {
+            local_ca(requests, false).await;
         }
         if wanted("vault") {
             vault(requests).await;
@@ -185,7 +189,7 @@ async fn create_requests(
         .map(|i| {
             let api = api.clone();
             async move {
-                let (_, csr) = support::spiffe_csr(ACCOUNT);
+                let (_, csr) = support::spiffe_csr_in(NAMESPACE, ACCOUNT);
                 let name = format!("bench-{i}");
                 let request = CertificateRequest {
                     metadata: meta(&name),
@@ -242,6 +246,29 @@ async fn all_ready(client: &kube::Client, namespace: &str, names: &[String]) -> 
     Instant::now()
 }
 
+/// Writes `Approved=True` on every request, as an approver would.
+async fn approve_all(client: &kube::Client, namespace: &str, names: &[String]) {
+    let api: Api<CertificateRequest> = Api::namespaced(client.clone(), namespace);
+    futures::stream::iter(names.iter())
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                let mut cr = api.get(name).await?;
+                cr.set_condition(nico_k8s_types::Condition::new(
+                    ConditionType::Approved,
+                    nico_k8s_types::ConditionStatus::True,
+                    "Bench",
+                    "approved for the benchmark",
+                ));
+                api.replace_status(name, &PostParams::default(), &cr).await
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("approve the requests");
+}
+
 async fn context(access: KubeAccess, shutdown: &CancellationToken) -> RoleContext {
     let telemetry = Telemetry::new();
     telemetry
@@ -257,7 +284,9 @@ async fn context(access: KubeAccess, shutdown: &CancellationToken) -> RoleContex
     }
 }
 
-async fn local_ca(requests: usize) {
+/// With `approver`, the approver judges the requests; without, they are approved before the
+/// clock starts and only the issuer runs.
+async fn local_ca(requests: usize, approver: bool) {
     let cluster = DevCluster::start(DevClusterConfig {
         watch_history: 100_000,
         ..DevClusterConfig::default()
@@ -267,6 +296,10 @@ async fn local_ca(requests: usize) {
     let access = support::access(&cluster).await;
     let pods = pod_client(&access).await;
     let names = create_requests(&pods, NAMESPACE, requests, "nico-identity").await;
+    let admin = access.client().expect("admin client");
+    if !approver {
+        approve_all(&admin, NAMESPACE, &names).await;
+    }
     let ca_dir = tempfile::tempdir().expect("a directory");
     let mut issuer = nico_issuer::Config::default();
     if let Some(ca) = issuer.issuers[0].local_ca.as_mut() {
@@ -275,24 +308,30 @@ async fn local_ca(requests: usize) {
         ca.generate = true;
     }
     let issuer = issuer.validate().expect("issuer settings");
-    let approver = nico_approver::Config::default()
+    let settings = nico_approver::Config::default()
         .validate()
         .expect("approver settings");
     let shutdown = CancellationToken::new();
     let ctx = context(access.clone(), &shutdown).await;
-    let admin = access.client().expect("admin client");
     let started = Instant::now();
-    let approver_task = tokio::spawn(nico_approver::run(approver, ctx.clone()));
+    let approver_task = approver.then(|| tokio::spawn(nico_approver::run(settings, ctx.clone())));
     let issuer_task = tokio::spawn(nico_issuer::run(issuer, ctx));
     let done = all_ready(&admin, NAMESPACE, &names).await;
     let elapsed = done - started;
+    let what = if approver {
+        "approved and issued"
+    } else {
+        "issued (approved beforehand)"
+    };
     report(&format!(
-        "local: {requests} requests approved and issued in {:.2}s: {:.0} requests/s",
+        "local: {requests} requests {what} in {:.2}s: {:.0} requests/s",
         elapsed.as_secs_f64(),
         requests as f64 / elapsed.as_secs_f64()
     ));
     shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(10), approver_task).await;
+    if let Some(task) = approver_task {
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(10), issuer_task).await;
     cluster.shutdown().await;
 }
@@ -305,7 +344,7 @@ async fn raw_sign_rate(bao: &OpenBao, token: &str, clients: usize, window: Durat
         .build()
         .expect("client settings");
     let client = Arc::new(vaultrs::client::VaultClient::new(settings).expect("a vault client"));
-    let (_, csr) = support::spiffe_csr(ACCOUNT);
+    let (_, csr) = support::spiffe_csr_in(NAMESPACE, ACCOUNT);
     let signed = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..clients)
@@ -336,12 +375,104 @@ async fn raw_sign_rate(bao: &OpenBao, token: &str, clients: usize, window: Durat
     signed.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The issuer's own signing path without Kubernetes: `clients` loops each parsing a CSR,
+/// signing it through the backend (its cached token) and checking the answer, for `window`.
+async fn backend_sign_rate(
+    config: &nico_issuer::VaultConfig,
+    clients: usize,
+    window: Duration,
+) -> f64 {
+    let settings = nico_issuer::Config {
+        issuers: vec![nico_issuer::IssuerConfig {
+            name: "bench".into(),
+            kind: "ClusterIssuer".into(),
+            group: "cert-manager.io".into(),
+            local_ca: None,
+            vault: Some(config.clone()),
+        }],
+        ..nico_issuer::Config::default()
+    }
+    .validate()
+    .expect("settings");
+    let nico_issuer::BackendSettings::Vault(vault) = settings.issuers[0].backend.clone() else {
+        unreachable!("a vault issuer was configured");
+    };
+    let backend = Arc::new(nico_issuer::VaultBackend::new("bench", vault).expect("a backend"));
+    let (_, csr) = support::spiffe_csr_in(NAMESPACE, ACCOUNT);
+    let usages: Vec<String> = SPIFFE_USAGES.iter().map(|u| (*u).to_owned()).collect();
+    let signed = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (backend, csr, usages, signed) =
+                (backend.clone(), csr.clone(), usages.clone(), signed.clone());
+            tokio::spawn(async move {
+                while started.elapsed() < window {
+                    let parsed = nico_csr::parse_csr(csr.as_bytes()).expect("a CSR");
+                    let request = nico_issuer::SignRequest {
+                        csr_pem: csr.as_bytes(),
+                        csr: &parsed,
+                        duration: Duration::from_secs(3600),
+                        usages: &usages,
+                        is_ca: false,
+                    };
+                    let issued = backend.sign(&request).await.expect("the backend signs");
+                    let approved = nico_issuer::Approved {
+                        csr: &parsed,
+                        duration: Duration::from_secs(3600),
+                        min_lifetime: Duration::from_secs(60),
+                    };
+                    nico_issuer::check_result(issued, &approved, time::OffsetDateTime::now_utc())
+                        .expect("the answer passes its checks");
+                    signed.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a client loop");
+    }
+    signed.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
 async fn vault(requests: usize) {
     let bao = OpenBao::start(Storage::Dev);
     let pki = openbao::setup_pki(&bao, false);
-    let raw = raw_sign_rate(&bao, &bao.root_token, 32, Duration::from_secs(10)).await;
+    // The raw client signs with a token from the same AppRole login as the issuer's, so
+    // both pay the same ACL and identity checks (a root token skips them).
+    let token = bao.cli(&[
+        "write",
+        "-field=token",
+        "auth/approle/login",
+        &format!("role_id={}", pki.role_id),
+        &format!("secret_id={}", pki.secret_id),
+    ]);
+    let raw = raw_sign_rate(&bao, &token, 32, Duration::from_secs(10)).await;
     report(&format!(
         "vault: bao raw sign rate, 32 concurrent clients: {raw:.0} signatures/s"
+    ));
+    let secret_id = bao.write_file("secret-id", &pki.secret_id);
+    let vault_config = nico_issuer::VaultConfig {
+        address: bao.address(),
+        mount: "pki".into(),
+        role: "spiffe".into(),
+        namespace: None,
+        ca_bundle: None,
+        client_certificate: None,
+        client_key: None,
+        timeout: "10s".into(),
+        max_in_flight: 32,
+        auth: nico_issuer::VaultAuthConfig::AppRole {
+            role_id: pki.role_id.clone(),
+            secret_id_file: secret_id,
+            mount: "approle".into(),
+        },
+    };
+    let backend = backend_sign_rate(&vault_config, 32, Duration::from_secs(10)).await;
+    report(&format!(
+        "vault: issuer backend (parse, sign through its token, check the answer), 32 at once: \
+         {backend:.0} signatures/s, {:.2} of bao's raw rate",
+        backend / raw
     ));
 
     let cluster = DevCluster::start(DevClusterConfig {
@@ -353,48 +484,14 @@ async fn vault(requests: usize) {
     let access = support::access(&cluster).await;
     let admin = access.client().expect("admin client");
     let names = create_requests(&admin, "default", requests, "vault").await;
-    let api: Api<CertificateRequest> = Api::namespaced(admin.clone(), "default");
-    futures::stream::iter(names.iter())
-        .map(|name| {
-            let api = api.clone();
-            async move {
-                let mut cr = api.get(name).await?;
-                cr.set_condition(nico_k8s_types::Condition::new(
-                    ConditionType::Approved,
-                    nico_k8s_types::ConditionStatus::True,
-                    "Bench",
-                    "approved for the benchmark",
-                ));
-                api.replace_status(name, &PostParams::default(), &cr).await
-            }
-        })
-        .buffer_unordered(16)
-        .try_collect::<Vec<_>>()
-        .await
-        .expect("approve the requests");
-    let secret_id = bao.write_file("secret-id", &pki.secret_id);
+    approve_all(&admin, "default", &names).await;
     let issuer = nico_issuer::Config {
         issuers: vec![nico_issuer::IssuerConfig {
             name: "vault".into(),
             kind: "ClusterIssuer".into(),
             group: "cert-manager.io".into(),
             local_ca: None,
-            vault: Some(nico_issuer::VaultConfig {
-                address: bao.address(),
-                mount: "pki".into(),
-                role: "spiffe".into(),
-                namespace: None,
-                ca_bundle: None,
-                client_certificate: None,
-                client_key: None,
-                timeout: "10s".into(),
-                max_in_flight: 32,
-                auth: nico_issuer::VaultAuthConfig::AppRole {
-                    role_id: pki.role_id.clone(),
-                    secret_id_file: secret_id,
-                    mount: "approle".into(),
-                },
-            }),
+            vault: Some(vault_config),
         }],
         ..nico_issuer::Config::default()
     }
@@ -408,8 +505,8 @@ async fn vault(requests: usize) {
     let elapsed = done - started;
     let rate = requests as f64 / elapsed.as_secs_f64();
     report(&format!(
-        "vault: issuer signed and wrote {requests} requests in {:.2}s: {rate:.0} signatures/s, \
-         {:.2} of bao's raw rate",
+        "vault: issuer end to end (watch, sign, check, write the status, an Event) on the dev \
+         cluster: {requests} requests in {:.2}s: {rate:.0} signatures/s, {:.2} of bao's raw rate",
         elapsed.as_secs_f64(),
         rate / raw
     ));

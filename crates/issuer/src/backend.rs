@@ -128,7 +128,7 @@ impl Backend {
             BackendSettings::LocalCa(ca) => {
                 Self::Local(Box::new(LocalBackend::load(ca, client).await?))
             }
-            BackendSettings::Vault(vault) => Self::Vault(Arc::new(VaultBackend::new(
+            BackendSettings::Vault(vault) => Self::Vault(Arc::new(VaultBackend::with_metrics(
                 name.to_owned(),
                 vault.clone(),
                 metrics.clone(),

@@ -13,7 +13,7 @@ use futures::StreamExt as _;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Resource as _;
 use kube::api::{Api, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use nico_k8s_types::{
@@ -28,6 +28,9 @@ use crate::config::Settings;
 use crate::local_ca::SignRequest;
 use crate::metrics::{Metrics, Outcome};
 use crate::result::{self, Approved};
+
+/// Requests reconciled at once.
+const RECONCILE_CONCURRENCY: u16 = 32;
 
 /// cert-manager's lifetime when a request names none.
 const DEFAULT_DURATION: Duration = Duration::from_secs(90 * 24 * 3600);
@@ -143,7 +146,10 @@ pub async fn run(settings: Settings, ctx: RoleContext) -> Result<(), RunError> {
 
 async fn controller(context: Arc<Context>, stop: CancellationToken) {
     let api: Api<CertificateRequest> = Api::all(context.client.clone());
+    // Bounded concurrency: a backlog of thousands of requests would otherwise open as many
+    // API connections (each a TLS handshake) at once, and gain nothing from it.
     Controller::new(api, watcher::Config::default())
+        .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
         .graceful_shutdown_on(stop.cancelled_owned())
         .run(reconcile, retry, context)
         .for_each(|_| futures::future::ready(()))

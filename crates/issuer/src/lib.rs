@@ -23,5 +23,5 @@ pub use config::{
 };
 pub use controller::{RunError, run};
 pub use local_ca::{CaError, CaMaterial, Issued, LocalCa, SignError, SignRequest};
-pub use result::{Checked, ResultError};
+pub use result::{Approved, Checked, ResultError, check as check_result};
 pub use vault::{VaultBackend, VaultError};

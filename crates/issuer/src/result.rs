@@ -82,14 +82,17 @@ pub struct Checked {
 
 /// What the request approved.
 #[derive(Debug)]
-pub(crate) struct Approved<'a> {
-    pub(crate) csr: &'a ParsedCsr,
-    pub(crate) duration: Duration,
-    pub(crate) min_lifetime: Duration,
+pub struct Approved<'a> {
+    /// The CSR (its key and SANs).
+    pub csr: &'a ParsedCsr,
+    /// The approved lifetime.
+    pub duration: Duration,
+    /// The shortest remaining lifetime accepted.
+    pub min_lifetime: Duration,
 }
 
 /// Checks `issued` against what was approved.
-pub(crate) fn check(
+pub fn check(
     issued: Issued,
     approved: &Approved<'_>,
     now: OffsetDateTime,

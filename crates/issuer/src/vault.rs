@@ -128,8 +128,14 @@ impl std::fmt::Debug for VaultBackend {
 }
 
 impl VaultBackend {
-    /// Prepares the backend; nothing is sent yet.
-    pub(crate) fn new(
+    /// Prepares a backend on its own (no metrics registered); nothing is sent yet. The
+    /// issuer builds its backends itself; this is for embedding and benchmarks.
+    pub fn new(name: impl Into<String>, settings: ValidVault) -> Result<Self, VaultError> {
+        Self::with_metrics(name.into(), settings, Metrics::default())
+    }
+
+    /// Prepares the backend, counting logins and renewals in `metrics`.
+    pub(crate) fn with_metrics(
         name: String,
         settings: ValidVault,
         metrics: Metrics,
@@ -338,8 +344,9 @@ impl VaultBackend {
         healthy
     }
 
-    /// Signs one request.
-    pub(crate) async fn sign(&self, request: &SignRequest<'_>) -> Result<Issued, VaultError> {
+    /// Signs one request, logging in first when there is no usable token. The answer is
+    /// not checked: pass it to [`crate::check_result`].
+    pub async fn sign(&self, request: &SignRequest<'_>) -> Result<Issued, VaultError> {
         if request.is_ca {
             return Err(VaultError::Unsupported(
                 "spec.isCA: this issuer signs only end-entity certificates".into(),

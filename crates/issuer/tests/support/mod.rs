@@ -140,9 +140,15 @@ impl Harness {
 
 /// A CSR for `spiffe://nico.local/demo/sa/<account>` and its key.
 pub(crate) fn spiffe_csr(account: &str) -> (PrivateKey, String) {
+    spiffe_csr_in("demo", account)
+}
+
+/// A CSR for `spiffe://nico.local/<namespace>/sa/<account>` and its key.
+pub(crate) fn spiffe_csr_in(namespace: &str, account: &str) -> (PrivateKey, String) {
     let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).expect("a key");
-    let id = nico_spiffe_id::SpiffeId::parse(&format!("spiffe://nico.local/demo/sa/{account}"))
-        .expect("a SPIFFE ID");
+    let id =
+        nico_spiffe_id::SpiffeId::parse(&format!("spiffe://nico.local/{namespace}/sa/{account}"))
+            .expect("a SPIFFE ID");
     let csr = nico_csr::build_spiffe_csr(&key, &id).expect("a CSR");
     (key, csr)
 }

@@ -248,10 +248,13 @@ impl OpenBao {
 
     /// Runs `bao <args>` with `token`.
     pub(crate) fn cli_with_token(&self, token: &str, args: &[&str]) -> String {
-        let out = Command::new(&self.bao)
+        let mut command = Command::new(&self.bao);
+        if self.storage == Storage::DevTls {
+            command.env("BAO_CACERT", self.tls_ca());
+        }
+        let out = command
             .args(args)
             .env("BAO_ADDR", self.address())
-            .env("BAO_CACERT", self.tls_ca())
             .env("BAO_TOKEN", token)
             .env_remove("VAULT_ADDR")
             .env_remove("VAULT_TOKEN")
