@@ -699,10 +699,12 @@ fn outcome_of(error: &IssueError) -> Outcome {
         IssueError::Forbidden { .. } | IssueError::DriverForbidden { .. } => Outcome::Forbidden,
         IssueError::NoToken { .. } => Outcome::NoToken,
         IssueError::Key(_)
+        | IssueError::KeyTask
         | IssueError::Csr(_)
         | IssueError::Client(_)
         | IssueError::Unauthenticated
         | IssueError::Create(_)
+        | IssueError::Unreachable { .. }
         | IssueError::Deleted { .. } => Outcome::Error,
     }
 }
@@ -715,8 +717,11 @@ fn issue_status(error: &IssueError) -> Status {
         | IssueError::DriverForbidden { .. } => Code::PermissionDenied,
         IssueError::Unauthenticated | IssueError::NoToken { .. } => Code::Unauthenticated,
         IssueError::TimedOut { .. } => Code::DeadlineExceeded,
-        IssueError::Create(_) | IssueError::Deleted { .. } => Code::Unavailable,
+        IssueError::Create(_) | IssueError::Unreachable { .. } | IssueError::Deleted { .. } => {
+            Code::Unavailable
+        }
         IssueError::Key(_)
+        | IssueError::KeyTask
         | IssueError::Csr(_)
         | IssueError::Client(_)
         | IssueError::Failed { .. }

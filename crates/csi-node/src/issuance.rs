@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::{FutureExt as _, StreamExt as _};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use nico_csr::{KeyAlgorithm, PrivateKey};
@@ -63,6 +63,8 @@ impl std::fmt::Debug for Issued {
 pub(crate) enum IssueError {
     #[error("failed to generate a key: {0}")]
     Key(#[source] nico_csr::KeyError),
+    #[error("the key generation task ended without a key")]
+    KeyTask,
     #[error("failed to build the CSR: {0}")]
     Csr(#[source] nico_csr::BuildCsrError),
     #[error("failed to build a client for the pod's token: {0}")]
@@ -89,6 +91,8 @@ pub(crate) enum IssueError {
     DriverForbidden { namespace: String },
     #[error("failed to create a certificaterequest: {0}")]
     Create(#[source] kube::Error),
+    #[error("the API server did not answer within {waited:?}")]
+    Unreachable { waited: Duration },
     #[error("certificaterequest {namespace}/{name} was denied: {message}")]
     Denied {
         namespace: String,
@@ -216,7 +220,7 @@ impl Issuance {
             id,
             key_algorithm,
         } = params;
-        let key = PrivateKey::generate(key_algorithm).map_err(IssueError::Key)?;
+        let key = generate_key(key_algorithm).await?;
         let csr = nico_csr::build_spiffe_csr(&key, id).map_err(IssueError::Csr)?;
         let request = self.build_request(volume_id, pod, id, csr.into_bytes());
         let client = match self.settings.request_identity {
@@ -233,9 +237,14 @@ impl Issuance {
             }
             RequestIdentity::Driver => self.client.clone(),
         };
-        let created = Api::<CertificateRequest>::namespaced(client, &pod.namespace)
-            .create(&PostParams::default(), &request)
+        let deadline = tokio::time::Instant::now() + self.settings.publish_timeout;
+        let api = Api::<CertificateRequest>::namespaced(client, &pod.namespace);
+        let params = PostParams::default();
+        let created = tokio::time::timeout_at(deadline, api.create(&params, &request))
             .await
+            .map_err(|_| IssueError::Unreachable {
+                waited: self.settings.publish_timeout,
+            })?
             .map_err(|error| match &error {
                 kube::Error::Api(status) if status.code == 403 => {
                     match self.settings.request_identity {
@@ -256,7 +265,9 @@ impl Issuance {
         self.delete_requests(&pod.namespace, volume_id, Some(&name))
             .await;
 
-        let cr = self.wait_for_answer(&pod.namespace, &name).await?;
+        let cr = self
+            .wait_for_answer(&pod.namespace, &name, deadline)
+            .await?;
         let status = cr.status.clone().unwrap_or_default();
         let certificate = status.certificate.unwrap_or_default();
         let ca = status.ca.unwrap_or_default();
@@ -344,10 +355,10 @@ impl Issuance {
         &self,
         namespace: &str,
         name: &str,
+        deadline: tokio::time::Instant,
     ) -> Result<Arc<CertificateRequest>, IssueError> {
         let key = ObjectRef::<CertificateRequest>::new(name).within(namespace);
         let waited = self.settings.publish_timeout;
-        let deadline = tokio::time::Instant::now() + waited;
         let mut seen = false;
         loop {
             // Register interest before looking, so a change between the two is not missed.
@@ -403,28 +414,24 @@ impl Issuance {
         keep: Option<&str>,
     ) {
         let api: Api<CertificateRequest> = Api::namespaced(self.client.clone(), namespace);
-        let selector = format!(
-            "{NODE_LABEL}={},{VOLUME_LABEL}={}",
-            self.node_hash,
-            label_hash(volume_id)
-        );
-        let list = match api
-            .list_metadata(&ListParams::default().labels(&selector))
-            .await
-        {
-            Ok(list) => list,
-            Err(error) => {
-                warn!(namespace, %error, "failed to list old certificaterequests");
-                return;
-            }
-        };
-        for item in list.items {
-            let Some(name) = item.metadata.name else {
-                continue;
-            };
-            if Some(name.as_str()) == keep {
-                continue;
-            }
+        // The shared watch already holds every request of this node: no list call needed.
+        let volume_hash = label_hash(volume_id);
+        let older: Vec<String> = self
+            .requests
+            .state()
+            .iter()
+            .filter(|cr| cr.metadata.namespace.as_deref() == Some(namespace))
+            .filter(|cr| {
+                cr.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(VOLUME_LABEL))
+                    == Some(&volume_hash)
+            })
+            .filter_map(|cr| cr.metadata.name.clone())
+            .filter(|name| Some(name.as_str()) != keep)
+            .collect();
+        for name in older {
             match api.delete(&name, &DeleteParams::default()).await {
                 Ok(_) => debug!(namespace, request = %name, "old certificaterequest deleted"),
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
@@ -433,6 +440,22 @@ impl Issuance {
                 }
             }
         }
+    }
+}
+
+/// Generates a key. RSA generation takes up to seconds, so it runs off the async workers;
+/// elliptic-curve keys take microseconds and are made in place.
+async fn generate_key(algorithm: KeyAlgorithm) -> Result<PrivateKey, IssueError> {
+    let slow = matches!(
+        algorithm,
+        KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096
+    );
+    if !slow {
+        return PrivateKey::generate(algorithm).map_err(IssueError::Key);
+    }
+    match tokio::task::spawn_blocking(move || PrivateKey::generate(algorithm)).await {
+        Ok(generated) => generated.map_err(IssueError::Key),
+        Err(_) => Err(IssueError::KeyTask),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Building kube clients: the role's own identity, and a pod's identity from its token.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
 use secrecy::SecretString;
@@ -25,6 +26,9 @@ pub enum KubeAccessError {
     /// The client could not be built from the configuration.
     #[error("failed to build a kube client: {0}")]
     Client(#[source] kube::Error),
+    /// A token cannot be sent in an HTTP header.
+    #[error("the token holds characters an HTTP header cannot carry")]
+    Token,
 }
 
 /// A service-account token. Its `Debug` never shows the token.
@@ -53,11 +57,18 @@ impl std::fmt::Debug for BearerToken {
 /// Where the API server is and how to authenticate to it.
 ///
 /// Holds the role's own configuration so that clients acting as a pod (with the pod's token)
-/// reach the same server with the same trust roots.
+/// reach the same server with the same trust roots. Those clients share one HTTPS connection
+/// pool: a client per pod would otherwise pay a TLS handshake for every request it makes.
 #[derive(Clone)]
 pub struct KubeAccess {
     config: kube::Config,
+    shared: Arc<OnceLock<SharedHttp>>,
 }
+
+type SharedHttp = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    kube::client::Body,
+>;
 
 impl std::fmt::Debug for KubeAccess {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -89,12 +100,15 @@ impl KubeAccess {
                 .await
                 .map_err(KubeAccessError::Infer)?,
         };
-        Ok(Self { config })
+        Ok(Self::from_config(config))
     }
 
     /// From a ready configuration (tests, the dev environment).
     pub fn from_config(config: kube::Config) -> Self {
-        Self { config }
+        Self {
+            config,
+            shared: Arc::default(),
+        }
     }
 
     /// The API server's URL.
@@ -115,14 +129,48 @@ impl KubeAccess {
             token: Some(token.0.clone()),
             ..AuthInfo::default()
         };
-        Self { config }
+        Self::from_config(config)
     }
 
     /// A client that authenticates with `token` and nothing else: the role's own client
     /// certificate, token file or exec plugin are dropped, so the API server sees the token's
     /// owner and only them.
+    ///
+    /// The client rides on a connection pool shared by every such client of this access.
     pub fn client_with_token(&self, token: &BearerToken) -> Result<kube::Client, KubeAccessError> {
-        self.with_token(token).client()
+        use kube::client::ConfigExt as _;
+        use tower::ServiceBuilder;
+
+        let http = match self.shared.get() {
+            Some(http) => http.clone(),
+            None => {
+                let connector = self
+                    .config
+                    .rustls_https_connector()
+                    .map_err(KubeAccessError::Client)?;
+                let http = hyper_util::client::legacy::Client::builder(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .build(connector);
+                self.shared.get_or_init(|| http).clone()
+            }
+        };
+        let mut authorization = http::HeaderValue::try_from(format!("Bearer {}", token.expose()))
+            .map_err(|_| KubeAccessError::Token)?;
+        authorization.set_sensitive(true);
+        let service = ServiceBuilder::new()
+            .layer(self.config.base_uri_layer())
+            .map_request(move |mut request: http::Request<kube::client::Body>| {
+                request
+                    .headers_mut()
+                    .insert(http::header::AUTHORIZATION, authorization.clone());
+                request
+            })
+            .service(http);
+        Ok(kube::Client::new(
+            service,
+            self.config.default_namespace.clone(),
+        ))
     }
 }
 
