@@ -94,14 +94,24 @@ impl LocalBackend {
         if !current.due_for_rotation(now) {
             return Ok(());
         }
+        // TODO(#5): reload a CA the operator replaced in its files or Secret while running;
+        // today a restart picks it up, and only generated CAs rotate by themselves.
         if !self.settings.generate {
-            warn!(location = %self.store.location(), not_after = %current.not_after(), "the CA expires soon: rotate it");
+            warn!(
+                location = %self.store.location(),
+                not_after = %current.not_after(),
+                "the CA expires soon: rotate it"
+            );
             return Ok(());
         }
         let material = current.rotate(self.settings.validity, now)?;
         self.store.store(&material, true).await?;
         let rotated = LocalCa::from_material(&material, &self.store.location())?;
-        info!(location = %self.store.location(), not_after = %rotated.not_after(), "rotated the CA");
+        info!(
+            location = %self.store.location(),
+            not_after = %rotated.not_after(),
+            "rotated the CA"
+        );
         *self
             .ca
             .write()

@@ -208,7 +208,12 @@ async fn reconcile(
                 namespace,
                 name, "denied certificaterequest marked as failed"
             );
-            None
+            Some((
+                None,
+                EventType::Warning,
+                "Denied",
+                "The request was denied by an approver: not signed".to_owned(),
+            ))
         }
         RequestState::Approved if !signed(&cr) => {
             let outcome = sign(&cr, issuer, &ctx).await;
@@ -223,9 +228,16 @@ async fn reconcile(
                         "Issued",
                         "Certificate fetched from issuer successfully",
                     ));
-                    info!(namespace, name, serial = %checked.serial, not_after = %checked.not_after, issuer = %issuer.name, "certificate issued");
+                    info!(
+                        namespace,
+                        name,
+                        serial = %checked.serial,
+                        not_after = %checked.not_after,
+                        issuer = %issuer.name,
+                        "certificate issued"
+                    );
                     Some((
-                        Outcome::Issued,
+                        Some(Outcome::Issued),
                         EventType::Normal,
                         "Issued",
                         format!(
@@ -243,8 +255,14 @@ async fn reconcile(
                         message.clone(),
                     ));
                     set_failure_time(&mut updated);
-                    warn!(namespace, name, issuer = %issuer.name, reason, "certificaterequest failed");
-                    Some((Outcome::Failed, EventType::Warning, "Failed", message))
+                    warn!(
+                        namespace,
+                        name,
+                        issuer = %issuer.name,
+                        reason,
+                        "certificaterequest failed"
+                    );
+                    Some((Some(Outcome::Failed), EventType::Warning, "Failed", message))
                 }
                 Err(SignFailure::Transient(reason)) => {
                     ctx.metrics.signature(&issuer.name, Outcome::Retried);
@@ -265,7 +283,9 @@ async fn reconcile(
         .map_err(ReconcileError::Write)?;
     ctx.attempts().remove(&uid);
     if let Some((outcome, type_, reason, note)) = event {
-        ctx.metrics.signature(&issuer.name, outcome);
+        if let Some(outcome) = outcome {
+            ctx.metrics.signature(&issuer.name, outcome);
+        }
         let recorder = ctx.recorder.clone();
         let reference = written.object_ref(&());
         // Events are a courtesy: publishing them must not hold up the next signature.

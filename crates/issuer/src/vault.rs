@@ -264,7 +264,11 @@ impl VaultBackend {
                     let now = Instant::now();
                     let granted = Duration::from_secs(auth.lease_duration);
                     self.metrics.vault_renewal(&self.name);
-                    debug!(issuer = %self.name, ttl_secs = auth.lease_duration, "renewed the vault token");
+                    debug!(
+                        issuer = %self.name,
+                        ttl_secs = auth.lease_duration,
+                        "renewed the vault token"
+                    );
                     // A renewal capped by the token's max TTL leaves less than a third of a
                     // normal life: log in now rather than run into the cap.
                     if granted >= session.ttl / 3 {
@@ -279,7 +283,11 @@ impl VaultBackend {
                     }
                 }
                 Err(error) => {
-                    warn!(issuer = %self.name, error = %describe(&error), "failed to renew the vault token; logging in again");
+                    warn!(
+                        issuer = %self.name,
+                        error = %describe(&error),
+                        "failed to renew the vault token; logging in again"
+                    );
                 }
             }
         }
@@ -301,7 +309,11 @@ impl VaultBackend {
                         .and_then(|s| s.refresh_at())
                         .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
                     Err(error) => {
-                        warn!(issuer = %self.name, %error, "failed to obtain a vault token; retrying");
+                        warn!(
+                            issuer = %self.name,
+                            %error,
+                            "failed to obtain a vault token; retrying"
+                        );
                         Instant::now() + HEALTH_PERIOD
                     }
                 };
@@ -329,15 +341,7 @@ impl VaultBackend {
                 return false;
             }
         };
-        let (healthy, state) = match code {
-            200 => (true, "active"),
-            429 => (true, "standby"),
-            473 => (true, "performance standby"),
-            472 => (false, "disaster recovery secondary"),
-            501 => (false, "not initialised"),
-            503 => (false, "sealed"),
-            _ => (false, "unexpected status"),
-        };
+        let (healthy, state) = health_state(code);
         if !healthy {
             debug!(issuer = %self.name, code, state, "vault is not ready");
         }
@@ -424,7 +428,11 @@ impl VaultBackend {
                 Ok(response) => break response,
                 Err(ClientError::APIError { code: 403, errors }) if !retried_login => {
                     // The token may have been revoked or expired early: one fresh login.
-                    debug!(issuer = %self.name, errors = ?errors, "vault refused the token; logging in again");
+                    debug!(
+                        issuer = %self.name,
+                        errors = ?errors,
+                        "vault refused the token; logging in again"
+                    );
                     self.forget(&session);
                     retried_login = true;
                 }
@@ -453,6 +461,19 @@ impl VaultBackend {
             certificates,
             extra_roots: Vec::new(),
         })
+    }
+}
+
+/// What a `sys/health` status code means, and whether the server can sign.
+fn health_state(code: u16) -> (bool, &'static str) {
+    match code {
+        200 => (true, "active"),
+        429 => (true, "standby"),
+        473 => (true, "performance standby"),
+        472 => (false, "disaster recovery secondary"),
+        501 => (false, "not initialised"),
+        503 => (false, "sealed"),
+        _ => (false, "unexpected status"),
     }
 }
 
@@ -530,4 +551,87 @@ fn client(settings: &ValidVault, token: &str) -> Result<VaultClient, VaultError>
         .build()
         .map_err(|e| VaultError::Setup(e.to_string()))?;
     VaultClient::new(built).map_err(|e| VaultError::Setup(describe(&e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_codes_map_to_readiness() {
+        let cases = [
+            (200, true, "active"),
+            (429, true, "standby"),
+            (473, true, "performance standby"),
+            (472, false, "disaster recovery secondary"),
+            (501, false, "not initialised"),
+            (503, false, "sealed"),
+            (500, false, "unexpected status"),
+        ];
+        for (code, ready, state) in cases {
+            assert_eq!(health_state(code), (ready, state), "{code}");
+        }
+    }
+
+    #[test]
+    fn only_refusals_of_the_request_are_permanent() {
+        let permanent = [
+            VaultError::Rejected("role does not allow".into()),
+            VaultError::Unsupported("comma".into()),
+        ];
+        let transient = [
+            VaultError::Login {
+                method: "approle",
+                reason: "down".into(),
+            },
+            VaultError::Forbidden("denied".into()),
+            VaultError::Unavailable("refused".into()),
+            VaultError::Setup("bad bundle".into()),
+        ];
+        assert!(permanent.iter().all(|e| !e.is_transient()));
+        assert!(transient.iter().all(VaultError::is_transient));
+    }
+
+    #[test]
+    fn short_tokens_get_a_proportionate_margin_and_renew_at_two_thirds() {
+        // reqwest needs a rustls provider; the binary installs it first thing in main.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let settings = ValidVault {
+            address: "http://127.0.0.1:1".into(),
+            mount: "pki".into(),
+            role: "r".into(),
+            namespace: None,
+            ca_bundle: None,
+            client_identity: None,
+            timeout: Duration::from_secs(1),
+            max_in_flight: 1,
+            auth: VaultAuthConfig::Token {
+                token_file: "/nonexistent".into(),
+            },
+        };
+        let now = Instant::now();
+        let session = |ttl: u64| Session {
+            client: Arc::new(client(&settings, "t").unwrap()),
+            obtained: now,
+            expires: Some(now + Duration::from_secs(ttl)),
+            renewable: true,
+            ttl: Duration::from_secs(ttl),
+        };
+        // A 6 s token is usable until 1.2 s before it ends, not 5 s.
+        assert!(session(6).usable(now + Duration::from_secs(4)));
+        assert!(!session(6).usable(now + Duration::from_millis(4900)));
+        // An hour-long one stops being used 5 s before.
+        assert!(!session(3600).usable(now + Duration::from_secs(3596)));
+        assert_eq!(
+            session(3600).refresh_at(),
+            Some(now + Duration::from_secs(2400))
+        );
+        let forever = Session {
+            expires: None,
+            ..session(0)
+        };
+        assert!(forever.usable(now + Duration::from_secs(1 << 30)));
+        assert_eq!(forever.refresh_at(), None);
+        assert!(!format!("{forever:?}").contains("\"t\""));
+    }
 }

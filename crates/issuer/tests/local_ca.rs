@@ -58,7 +58,8 @@ async fn a_ca_generated_into_a_secret_signs_and_every_request_gets_an_event() {
     .await;
     let mut odd = cluster_issuer("in-secret");
     odd.kind = Some("Issuer".to_owned());
-    create_request(&client, "forever", odd, &csr, "forever", Some(true)).await;
+    create_request(&client, "forever", odd.clone(), &csr, "forever", Some(true)).await;
+    create_request(&client, "denied", odd, &csr, "1h", Some(false)).await;
 
     let cr = wait_for_ready(&client, "signed", WAIT).await;
     assert!(ready(&cr).0, "{:?}", ready(&cr));
@@ -96,7 +97,7 @@ async fn a_ca_generated_into_a_secret_signs_and_every_request_gets_an_event() {
             })
             .collect();
         let has = |name: &str, reason: &str| reasons.iter().any(|(n, r)| n == name && r == reason);
-        if has("signed", "Issued") && has("forever", "Failed") {
+        if has("signed", "Issued") && has("forever", "Failed") && has("denied", "Denied") {
             break;
         }
         assert!(
