@@ -30,12 +30,15 @@ async fn main() {
         PathBuf::from(std::env::var_os("NICO_IDENTITY_BIN").expect(
             "NICO_IDENTITY_BIN names the release binary (cargo xtask bench csi-node sets it)",
         ));
+    // Production layout (a tmpfs per volume) where this machine allows mounting.
+    let mount = can_mount();
     let (env, _dir) = dev_environment_with(|options| {
         options.embedded = Embedded {
             csi_node: false,
             ..Embedded::default()
         };
         options.config.log_filter = "warn".into();
+        options.mount = mount;
     })
     .await;
     let mut driver = spawn(&env, &binary);
@@ -78,6 +81,8 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let pid = driver.id();
     let rss_kib = status_field(pid, "VmRSS:");
+    let anon_kib = status_field(pid, "RssAnon:");
+    let file_kib = status_field(pid, "RssFile:");
     let before = context_switches(pid);
     tokio::time::sleep(Duration::from_secs(IDLE_SECONDS)).await;
     let wakeups = (context_switches(pid) - before) as f64 / IDLE_SECONDS as f64;
@@ -107,9 +112,33 @@ async fn main() {
     report(&format!(
         "| key + CSR, CPU per volume (ECDSA P-256) | ≤ 60 µs | {keygen:.1} µs |"
     ));
+    report(&format!(
+        "\nvolume layout: {}",
+        if mount {
+            "tmpfs per volume"
+        } else {
+            "files in the target directory (this machine cannot mount)"
+        }
+    ));
+    unpublish_all(&kubelet, &volumes[..NODE_VOLUMES]).await;
     let _ = driver.kill();
     let _ = driver.wait();
     env.stop().await;
+}
+
+fn can_mount() -> bool {
+    let Ok(probe) = tempfile::tempdir() else {
+        return false;
+    };
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(probe.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if mounted {
+        let _ = Command::new("umount").arg(probe.path()).status();
+    }
+    mounted
 }
 
 fn spawn(env: &DevEnvironment, binary: &Path) -> Child {
