@@ -27,6 +27,10 @@ use crate::route::decided;
 /// The reason written on Approved and Denied conditions.
 const REASON: &str = "nico-identity.approver";
 
+/// Requests judged at once. Each verdict makes a few API calls; without a bound, a burst of
+/// requests opens as many connections (and TLS handshakes) as there are requests.
+const CONCURRENCY: u16 = 16;
+
 /// The longest Event note the API server accepts.
 const MAX_NOTE: usize = 1024;
 
@@ -192,6 +196,7 @@ async fn lead(context: Arc<Context>, stop: CancellationToken) {
         )));
     }
     controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
         .graceful_shutdown_on(stop.cancelled_owned())
         .run(reconcile, retry, context)
         .for_each(|_| futures::future::ready(()))

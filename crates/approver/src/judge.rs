@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use nico_csr::{San, parse_csr_pem};
+use nico_csr::{CsrError, ParsedCsr, San};
 use nico_k8s_types::CertificateRequest;
 use nico_policy::{Decision, SpiffeRequest};
 use nico_request_policy::{ClusterFacts, PolicyRequest, Verdict};
@@ -58,12 +58,12 @@ pub(crate) async fn judge<C: Cluster>(
 ) -> Result<Judgement, ClusterError> {
     match route(cr, &settings.policy) {
         Route::Spiffe => judge_spiffe(cr, settings, cluster).await,
-        Route::Other => match settings.non_spiffe {
+        Route::Other(csr) => match settings.non_spiffe {
             NonSpiffeMode::Ignore => Ok(Judgement::Leave(Leave::NotOurs)),
-            NonSpiffeMode::Approve => Ok(judge_auto(cr)),
+            NonSpiffeMode::Approve => Ok(judge_auto(*csr)),
             NonSpiffeMode::Policy => match policies {
                 None => Ok(Judgement::Leave(Leave::PoliciesLoading)),
-                Some(view) => judge_policies(cr, view, cluster).await,
+                Some(view) => judge_policies(cr, *csr, view, cluster).await,
             },
         },
     }
@@ -117,8 +117,8 @@ async fn judge_spiffe<C: Cluster>(
 }
 
 /// The auto-approval switch: anything without a SPIFFE ID.
-fn judge_auto(cr: &CertificateRequest) -> Judgement {
-    let csr = match parse_csr_pem(&cr.spec.request) {
+fn judge_auto(csr: Result<ParsedCsr, CsrError>) -> Judgement {
+    let csr = match csr {
         Ok(csr) => csr,
         Err(e) => {
             return Judgement::Deny {
@@ -149,6 +149,7 @@ fn judge_auto(cr: &CertificateRequest) -> Judgement {
 
 async fn judge_policies<C: Cluster>(
     cr: &CertificateRequest,
+    csr: Result<ParsedCsr, CsrError>,
     view: &PolicyView,
     cluster: &C,
 ) -> Result<Judgement, ClusterError> {
@@ -197,7 +198,7 @@ async fn judge_policies<C: Cluster>(
         }));
     }
 
-    let csr = match parse_csr_pem(&cr.spec.request) {
+    let csr = match csr {
         Ok(csr) => csr,
         Err(e) => {
             return Ok(Judgement::Deny {

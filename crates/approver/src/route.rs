@@ -1,16 +1,16 @@
 //! Which rules judge a request: the SPIFFE rules, or whatever the non-SPIFFE switch says.
 
-use nico_csr::parse_csr_pem;
+use nico_csr::{CsrError, ParsedCsr, parse_csr_pem};
 use nico_k8s_types::{CertificateRequest, ConditionType, IDENTITY_ANNOTATION};
 use nico_policy::{IssuerName, SpiffePolicy};
 
 /// The rules a request falls under.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Route {
-    /// The SPIFFE rules of `nico-policy`.
+    /// The SPIFFE rules of `nico-policy` (which read the CSR themselves).
     Spiffe,
-    /// Not a SPIFFE request.
-    Other,
+    /// Not a SPIFFE request; the CSR as parsed to find that out.
+    Other(Box<Result<ParsedCsr, CsrError>>),
 }
 
 /// The request's issuer with cert-manager's defaults.
@@ -42,13 +42,16 @@ pub(crate) fn route(cr: &CertificateRequest, policy: &SpiffePolicy) -> Route {
         return Route::Spiffe;
     }
     // An unreadable CSR is left to the other rules, which refuse it there.
-    let Ok(csr) = parse_csr_pem(&cr.spec.request) else {
-        return Route::Other;
-    };
-    let ours = csr
-        .uri_sans()
-        .any(|uri| in_trust_domain(uri, policy.trust_domain().as_str()));
-    if ours { Route::Spiffe } else { Route::Other }
+    let csr = parse_csr_pem(&cr.spec.request);
+    let ours = csr.as_ref().is_ok_and(|csr| {
+        csr.uri_sans()
+            .any(|uri| in_trust_domain(uri, policy.trust_domain().as_str()))
+    });
+    if ours {
+        Route::Spiffe
+    } else {
+        Route::Other(Box::new(csr))
+    }
 }
 
 /// Whether `uri` is a SPIFFE URI (scheme compared without regard to case, as URI schemes
