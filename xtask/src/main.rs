@@ -5,9 +5,16 @@
 //! - `test`: every test of the project, the command CI runs (installing the OpenBao server
 //!   the issuer's tests need when it is missing).
 //! - `bench <name>`: a benchmark on a release build; its figures go into BENCHMARKS.md.
+//! - `chart [--update]`: the Helm chart's tests with Helm's engine, or a refresh of their
+//!   snapshots.
+//! - `docs [--check]`: regenerate the CLI reference (docs/cli.md), or fail when it drifted.
+//! - `kind-up [--dry-run]`: a kind cluster with the chart installed and a demo pod.
 
 mod bench;
+mod chart;
 mod codegen;
+mod docs;
+mod kind;
 mod openbao;
 mod test;
 
@@ -34,6 +41,24 @@ enum Command {
         #[arg(value_enum)]
         name: bench::Bench,
     },
+    /// Test the Helm chart with Helm's engine (part of `test`).
+    Chart {
+        /// Rewrite the committed snapshots of the rendered chart instead of comparing.
+        #[arg(long)]
+        update: bool,
+    },
+    /// Regenerate the CLI reference, docs/cli.md.
+    Docs {
+        /// Fail instead of writing when the committed file differs from fresh output.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Create a kind cluster, build and load the image, install the chart, run a demo pod.
+    KindUp {
+        /// Print the commands instead of running them.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Run every test: drift checks, then the whole test suite.
     Test {
         /// Extra arguments passed to the test runner (e.g. a test name filter).
@@ -47,6 +72,9 @@ fn main() -> anyhow::Result<()> {
         Command::Codegen { check } => codegen::run(check),
         Command::Test { args } => test::run(&args),
         Command::Bench { name } => bench::run(name),
+        Command::Chart { update } => chart::run(update),
+        Command::Docs { check } => docs::run(check),
+        Command::KindUp { dry_run } => kind::run(dry_run),
     }
 }
 

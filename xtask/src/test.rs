@@ -6,7 +6,10 @@ use anyhow::{Context, bail};
 
 pub(crate) fn run(extra: &[String]) -> anyhow::Result<()> {
     crate::codegen::run(true)?;
+    crate::docs::run(true)?;
     check_testdata_copy()?;
+    // The chart against Helm's engine, the Kubernetes schemas and the binary's config check.
+    crate::chart::run(false)?;
 
     let root = crate::workspace_root();
     // The issuer's tests run against a real OpenBao server.

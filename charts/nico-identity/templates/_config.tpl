@@ -106,18 +106,20 @@ adds the rest. Every helper returns the whole document as JSON for the TOML writ
 {{- define "nico-identity.webhookConfig" -}}
 {{- $v := .Values }}
 {{- $name := include "nico-identity.roleName" (dict "root" . "role" "webhook") }}
-{{- /*
-TODO(#6): these [webhook] keys are taken from the issue text while the role is being
-written; check each against crates/webhook's Config when it lands.
-*/}}
+{{- /* The chart owns the webhook configurations; the role only writes their caBundle. */}}
 {{- $section := dict
-  "address" "0.0.0.0:9443"
+  "listen_address" "0.0.0.0:9443"
   "service_name" $name
+  "service_namespace" .Release.Namespace
+  "service_port" 443
+  "configuration_name" $name
+  "manage_configurations" false
   "ca_secret" (printf "%s-ca" $name)
-  "webhook_configuration" $name
-  "driver_name" $v.driverName
-  "inject" $v.webhook.injection.enabled
-  "inject_mount_path" $v.webhook.injection.mountPath
+  "timeout_seconds" $v.webhook.timeoutSeconds
+  "inject" (dict
+    "enabled" $v.webhook.injection.enabled
+    "driver_name" $v.driverName
+    "mount_path" $v.webhook.injection.mountPath)
 }}
 {{- $section = mustMergeOverwrite $section (deepCopy $v.webhook.config) }}
 {{- $doc := include "nico-identity.commonConfig" . | fromJson }}
