@@ -82,6 +82,20 @@ async fn signs_every_chain_shape_and_leaves_other_requests_alone() {
     let bao = OpenBao::start(Storage::Dev);
     let pki = openbao::setup_pki(&bao, false);
     let token_file = bao.write_file("token", &openbao::signer_token(&bao, "1h"));
+    // A role whose max_ttl cuts every certificate to 30 s, under the 1 min floor.
+    bao.cli(&[
+        "write",
+        "pki/roles/short",
+        "allowed_uri_sans=spiffe://nico.local/*",
+        "require_cn=false",
+        "key_type=any",
+        "max_ttl=30s",
+        "no_store=true",
+    ]);
+    let mut short = vault_issuer("vault-short", &bao, "pki", approle(&bao, &pki));
+    if let Some(vault) = short.vault.as_mut() {
+        vault.role = "short".to_owned();
+    }
     let ca_dir = tempfile::tempdir().unwrap();
     let local = IssuerConfig {
         name: "local".to_owned(),
@@ -107,6 +121,7 @@ async fn signs_every_chain_shape_and_leaves_other_requests_alone() {
             },
         ),
         vault_issuer("vault-bare", &bao, "pki_bare", approle(&bao, &pki)),
+        short,
         local,
     ]))
     .await;
@@ -176,6 +191,16 @@ async fn signs_every_chain_shape_and_leaves_other_requests_alone() {
         Some(true),
     )
     .await;
+    let (_, csr) = spiffe_csr("h");
+    create_request(
+        &client,
+        "cut-short",
+        cluster_issuer("vault-short"),
+        &csr,
+        "1h",
+        Some(true),
+    )
+    .await;
 
     for (name, issuer, account, certificates) in issued {
         let cr = wait_for_ready(&client, name, WAIT).await;
@@ -220,6 +245,14 @@ async fn signs_every_chain_shape_and_leaves_other_requests_alone() {
     assert_eq!(reason, "Failed");
     assert!(message.contains("vault refused to sign"), "{message}");
     assert!(refused.status.as_ref().unwrap().failure_time.is_some());
+
+    // Vault signed, but for 30 s: the answer fails its checks and the request says why.
+    let cut = wait_for_ready(&client, "cut-short", WAIT).await;
+    let (is_ready, reason, message) = ready(&cut);
+    assert!(!is_ready);
+    assert_eq!(reason, "Failed");
+    assert!(message.contains("less than the 60s minimum"), "{message}");
+    assert!(cut.status.as_ref().unwrap().certificate.is_none());
 
     let denied = wait_for_ready(&client, "denied", WAIT).await;
     assert_eq!(ready(&denied).1, "Denied");

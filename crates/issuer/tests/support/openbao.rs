@@ -409,9 +409,9 @@ pub(crate) fn setup_pki(bao: &OpenBao, store_certificates: bool) -> Pki {
     }
     let policy = bao.write_file(
         "signer.hcl",
-        "path \"pki/sign/spiffe\" { capabilities = [\"create\", \"update\"] }\n\
-         path \"pki_int/sign/spiffe\" { capabilities = [\"create\", \"update\"] }\n\
-         path \"pki_bare/sign/spiffe\" { capabilities = [\"create\", \"update\"] }\n",
+        "path \"pki/sign/*\" { capabilities = [\"create\", \"update\"] }\n\
+         path \"pki_int/sign/*\" { capabilities = [\"create\", \"update\"] }\n\
+         path \"pki_bare/sign/*\" { capabilities = [\"create\", \"update\"] }\n",
     );
     bao.cli(&["policy", "write", "signer", &policy.display().to_string()]);
     bao.cli(&["auth", "enable", "approle"]);
