@@ -5,7 +5,8 @@
 //! Kubernetes schemas (strict) and our custom resources against our own CRDs; compare the
 //! output with the committed snapshots in `charts/snapshots/` (`--update` rewrites them);
 //! run `nico-identity <role> --check-config` on each rendered configuration with the
-//! environment its pod spec sets; keep the sample policy equal to `config/policies/`.
+//! environment its pod spec sets; keep the sample policy equal to `config/policies/`; and
+//! check that what our types write, and the seed's policy, fit the chart's CRDs.
 
 mod bridge;
 mod cases;
@@ -35,6 +36,7 @@ pub(crate) fn run(update: bool) -> anyhow::Result<()> {
     let chart = root.join(CHART);
     let mut failures = Vec::new();
 
+    sync_policy_copy(&root, update, &mut failures)?;
     lint(&bridge, &chart, &mut failures)?;
     let binary = config_check::build_binary(&root)?;
     let mut seen_custom = Vec::new();
@@ -52,6 +54,7 @@ pub(crate) fn run(update: bool) -> anyhow::Result<()> {
         }
     }
     documented_installs(&bridge, &root, &chart, &mut failures)?;
+    crd_conformance(&bridge, &root, &chart, &mut failures)?;
     if !seen_custom.iter().any(|k| k == "CertificateRequestPolicy") {
         failures
             .push("no case rendered a CertificateRequestPolicy to check against its CRD".into());
@@ -263,6 +266,100 @@ fn documented_installs(
     Ok(())
 }
 
+/// A CertificateRequest as nico-k8s-types writes it (every field and condition filled) and
+/// the seed's policy file are valid against the chart's CRDs.
+fn crd_conformance(
+    bridge: &Bridge,
+    root: &Path,
+    chart: &Path,
+    failures: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let values = json!({"crds": {
+        "certificateRequest": {"enabled": true},
+        "certificateRequestPolicy": {"enabled": true},
+    }});
+    let manifests = render(bridge, chart, &values)?;
+    let mut documents: Vec<Value> = manifests
+        .iter()
+        .filter(|(path, _)| path.contains("/crds/"))
+        .map(|(_, text)| text.clone())
+        .collect();
+    let pem = b"-----BEGIN CERTIFICATE REQUEST-----\n-----END CERTIFICATE REQUEST-----\n";
+    let condition = |kind: &str| {
+        json!({"type": kind, "status": "True", "reason": "Reason", "message": "m",
+               "lastTransitionTime": "2026-01-01T00:00:00Z"})
+    };
+    let written: nico_k8s_types::CertificateRequest = serde_json::from_value(json!({
+        "apiVersion": "cert-manager.io/v1",
+        "kind": "CertificateRequest",
+        "metadata": {"name": "web", "namespace": "demo"},
+        "spec": {
+            "request": base64_of(pem),
+            "issuerRef": {"name": "nico-identity", "kind": "ClusterIssuer", "group": "cert-manager.io"},
+            "duration": "1h",
+            "usages": nico_k8s_types::SPIFFE_USAGES,
+            "isCA": false,
+            "username": "system:serviceaccount:demo:web",
+            "uid": "0000",
+            "groups": ["system:serviceaccounts"],
+            "extra": {"authentication.kubernetes.io/pod-name": ["web-0"]},
+        },
+        "status": {
+            "conditions": [condition("Approved"), condition("Ready")],
+            "certificate": base64_of(pem),
+            "ca": base64_of(pem),
+            "failureTime": "2026-01-01T00:00:00Z",
+        },
+    }))
+    .context("failed to read the sample CertificateRequest")?;
+    documents.push(Value::String(serde_json::to_string(&written)?));
+    let seed = root.join("config/policies/service-tls.yaml");
+    documents.push(Value::String(std::fs::read_to_string(&seed)?));
+    let answer = bridge.call(&json!({
+        "op": "validate", "documents": documents, "kube_versions": KUBE_VERSIONS,
+    }))?;
+    for problem in answer["problems"].as_array().into_iter().flatten() {
+        failures.push(format!(
+            "CRD conformance: {}",
+            problem.as_str().unwrap_or("?")
+        ));
+    }
+    if answer["custom"] != json!(["CertificateRequest", "CertificateRequestPolicy"]) {
+        failures.push(format!("CRD conformance checked only {}", answer["custom"]));
+    } else {
+        eprintln!("chart: our CertificateRequest and the seed's policy fit the CRDs");
+    }
+    Ok(())
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The seed's policy, copied into the chart (templates can read only the chart's files).
+const POLICY_SOURCE: &str = "config/policies/service-tls.yaml";
+const POLICY_COPY: &str = "charts/nico-identity/files/service-tls-policy.yaml";
+
+fn sync_policy_copy(root: &Path, update: bool, failures: &mut Vec<String>) -> anyhow::Result<()> {
+    let source = std::fs::read_to_string(root.join(POLICY_SOURCE))
+        .with_context(|| format!("failed to read {POLICY_SOURCE}"))?;
+    let copy = std::fs::read_to_string(root.join(POLICY_COPY)).unwrap_or_default();
+    if source == copy {
+        return Ok(());
+    }
+    if update {
+        std::fs::write(root.join(POLICY_COPY), source)
+            .with_context(|| format!("failed to write {POLICY_COPY}"))?;
+        eprintln!("chart: wrote {POLICY_COPY}");
+    } else {
+        failures.push(format!(
+            "{POLICY_COPY} differs from {POLICY_SOURCE}: run `cargo xtask chart --update`"
+        ));
+    }
+    Ok(())
+}
+
 /// The chart's sample policy says what `config/policies/service-tls.yaml` says.
 fn compare_sample_policy(
     bridge: &Bridge,
@@ -270,7 +367,7 @@ fn compare_sample_policy(
     objects: &[Value],
     failures: &mut Vec<String>,
 ) -> anyhow::Result<()> {
-    let path = root.join("config/policies/service-tls.yaml");
+    let path = root.join(POLICY_COPY);
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("failed to read {path:?}"))?;
     let seed = bridge.call(&json!({"op": "parse", "documents": [text]}))?;
@@ -284,8 +381,8 @@ fn compare_sample_policy(
     let chart_spec = spec_of(objects);
     if seed_spec.is_none() || seed_spec != chart_spec {
         failures.push(
-            "the chart's sample policy differs from config/policies/service-tls.yaml: keep \
-             templates/sample-policy.yaml equal to it"
+            "the chart's sample policy does not render the spec of \
+             config/policies/service-tls.yaml"
                 .into(),
         );
     }
