@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 /// The top-level keys; environment variables that do not start with one of them (Kubernetes
 /// service links such as `NICO_IDENTITY_WEBHOOK_SERVICE_HOST`, clap's own `NICO_CONFIG`) are
 /// not configuration and are ignored rather than rejected.
-const TOP_LEVEL_KEYS: [&str; 9] = [
+const TOP_LEVEL_KEYS: [&str; 10] = [
     "kubeconfig",
     "health_address",
     "pod_name",
@@ -20,6 +20,7 @@ const TOP_LEVEL_KEYS: [&str; 9] = [
     "csi_node",
     "approver",
     "issuer",
+    "webhook",
 ];
 
 /// The whole configuration file.
@@ -45,6 +46,8 @@ pub struct FileConfig {
     pub approver: nico_approver::Config,
     /// The issuer.
     pub issuer: nico_issuer::Config,
+    /// The admission webhooks.
+    pub webhook: nico_webhook::Config,
 }
 
 impl Default for FileConfig {
@@ -59,6 +62,7 @@ impl Default for FileConfig {
             csi_node: Default::default(),
             approver: Default::default(),
             issuer: Default::default(),
+            webhook: Default::default(),
         }
     }
 }
@@ -150,11 +154,12 @@ mod tests {
                     "csi-node" => drop(config.csi_node.validate().unwrap()),
                     "approver" | "dev" => drop(config.approver.validate().unwrap()),
                     "issuer" => drop(config.issuer.validate().unwrap()),
+                    "webhook" => drop(config.webhook.validate().unwrap()),
                     other => panic!("unexpected sample {other}.toml: add it to this test"),
                 }
                 seen += 1;
             }
-            assert!(seen >= 4, "expected a sample per role, found {seen}");
+            assert!(seen >= 5, "expected a sample per role, found {seen}");
             Ok(())
         });
     }

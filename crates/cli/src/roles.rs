@@ -40,11 +40,7 @@ pub(crate) async fn run(global: GlobalArgs, command: Command) -> ExitCode {
         Command::CsiNode(_) => run_csi_node(&global, config).await,
         Command::Approver => run_approver(&global, config).await,
         Command::Issuer => run_issuer(&global, config).await,
-        Command::Webhook => {
-            // TODO(#6): the admission webhook role.
-            eprintln!("error: the webhook role is not yet available in this version");
-            ExitCode::from(EXIT_USAGE)
-        }
+        Command::Webhook => run_webhook(&global, config).await,
         Command::Dev(args) => crate::dev::run(args, config).await,
         Command::Inspect { dir } => crate::inspect::run(&dir, &config.csi_node.files),
         Command::SpiffeId(_) | Command::Version => ExitCode::SUCCESS,
@@ -167,6 +163,35 @@ async fn run_issuer(global: &GlobalArgs, config: FileConfig) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = %e, "issuer failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_webhook(global: &GlobalArgs, config: FileConfig) -> ExitCode {
+    let settings = match config.webhook.validate() {
+        Ok(settings) => settings,
+        Err(e) => return usage_error(&e),
+    };
+    if global.check_config {
+        return check_only("webhook", &settings);
+    }
+    // Bound before connecting, so a taken port is reported before anything else happens.
+    let webhook = match nico_webhook::Webhook::bind(settings) {
+        Ok(webhook) => webhook,
+        Err(e) => {
+            error!(error = %e, "failed to start the webhook");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ctx = match context(&config).await {
+        Ok(ctx) => ctx,
+        Err(code) => return code,
+    };
+    match webhook.run(ctx).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %e, "webhook failed");
             ExitCode::FAILURE
         }
     }

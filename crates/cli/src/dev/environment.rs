@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{
 };
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use nico_dev_cluster::{DevCluster, DevClusterConfig};
+use nico_dev_cluster::{DevCluster, DevClusterConfig, ServiceRef};
 use nico_runtime::{KubeAccess, RoleContext, Telemetry};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -46,6 +46,8 @@ pub struct Embedded {
     pub approver: bool,
     /// The local-CA issuer.
     pub issuer: bool,
+    /// The admission webhooks (which record each CertificateRequest's requester).
+    pub webhook: bool,
 }
 
 impl Default for Embedded {
@@ -54,6 +56,7 @@ impl Default for Embedded {
             csi_node: true,
             approver: true,
             issuer: true,
+            webhook: true,
         }
     }
 }
@@ -101,6 +104,9 @@ pub enum DevError {
     /// The CSI plugin did not come up.
     #[error("the CSI plugin did not become ready: {0}")]
     Csi(String),
+    /// The admission webhooks did not come up.
+    #[error("the webhook did not become ready: {0}")]
+    Webhook(String),
 }
 
 /// A running dev environment.
@@ -112,8 +118,12 @@ pub struct DevEnvironment {
     pub access: KubeAccess,
     /// The CSI node plugin, when it runs in-process.
     pub driver: Option<nico_csi_node::Driver>,
+    /// The admission webhooks, when they run in-process.
+    pub webhook: Option<nico_webhook::Handle>,
     csi: nico_csi_node::Settings,
     csi_config: nico_csi_node::Config,
+    webhook_config: nico_webhook::Config,
+    webhook_service: ServiceRef,
     /// Metrics and readiness of every role.
     pub telemetry: Telemetry,
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
@@ -125,9 +135,10 @@ pub struct DevEnvironment {
 }
 
 impl DevEnvironment {
-    /// Starts the dev cluster, the issuer (with a development CA in `<workdir>/ca`), the
-    /// approver and the CSI plugin (socket `<workdir>/csi.sock`), and waits until the plugin is
-    /// ready.
+    /// Starts the dev cluster, the webhook (its Service routed to it, its configurations
+    /// installed), the issuer (with a development CA in `<workdir>/ca`), the approver and the
+    /// CSI plugin (socket `<workdir>/csi.sock`), and waits until the webhook and the plugin
+    /// are ready.
     pub async fn start(options: DevOptions) -> Result<Self, DevError> {
         let workdir_error = |path: &Path| {
             let path = path.to_owned();
@@ -137,9 +148,14 @@ impl DevEnvironment {
         let workdir =
             std::fs::canonicalize(&options.workdir).map_err(workdir_error(&options.workdir))?;
 
-        let cluster = DevCluster::start(DevClusterConfig::default())
-            .await
-            .map_err(|e| DevError::Cluster(e.to_string()))?;
+        // Like kube-apiserver, the dev cluster leaves recording the requester of a
+        // CertificateRequest to the webhook.
+        let cluster = DevCluster::start(DevClusterConfig {
+            stamp_requester_identity: false,
+            ..DevClusterConfig::default()
+        })
+        .await
+        .map_err(|e| DevError::Cluster(e.to_string()))?;
         let kubeconfig = cluster.kubeconfig_json();
         let kubeconfig_path = workdir.join("kubeconfig");
         std::fs::write(&kubeconfig_path, &kubeconfig).map_err(workdir_error(&kubeconfig_path))?;
@@ -191,6 +207,15 @@ impl DevEnvironment {
             .issuer
             .validate()
             .map_err(|e| DevError::Config(e.to_string()))?;
+        // The webhook listens on loopback; the dev cluster reaches its Service through a
+        // route. It creates its own configurations and injects the dev driver's volume.
+        config.webhook.listen_address = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.webhook.manage_configurations = true;
+        config.webhook.inject.driver_name = config.csi_node.driver_name.clone();
+        let webhook_settings = config
+            .webhook
+            .validate()
+            .map_err(|e| DevError::Config(e.to_string()))?;
 
         let shutdown = CancellationToken::new();
         let telemetry = Telemetry::new();
@@ -206,6 +231,29 @@ impl DevEnvironment {
             namespace: "default".to_owned(),
         };
         let mut tasks = Vec::new();
+        let mut webhook = None;
+        let webhook_service = ServiceRef::new(
+            webhook_settings.service_namespace(&ctx.namespace),
+            webhook_settings.service_name.clone(),
+            webhook_settings.service_port,
+        );
+        if options.embedded.webhook {
+            let bound = nico_webhook::Webhook::bind(webhook_settings)
+                .map_err(|e| DevError::Webhook(e.to_string()))?;
+            let handle = bound.handle();
+            cluster
+                .route_service(webhook_service.clone(), handle.local_addr())
+                .map_err(|e| DevError::Webhook(e.to_string()))?;
+            tasks.push(tokio::spawn({
+                let ctx = ctx.clone();
+                async move {
+                    if let Err(e) = bound.run(ctx).await {
+                        error!(error = %e, "webhook stopped");
+                    }
+                }
+            }));
+            webhook = Some(handle);
+        }
         if options.embedded.issuer {
             tasks.push(tokio::spawn({
                 let ctx = ctx.clone();
@@ -245,8 +293,11 @@ impl DevEnvironment {
             cluster,
             access,
             driver,
+            webhook,
             csi,
             csi_config: config.csi_node.clone(),
+            webhook_config: config.webhook.clone(),
+            webhook_service,
             telemetry,
             health,
             workdir,
@@ -260,6 +311,13 @@ impl DevEnvironment {
 
     async fn wait_until_ready(&self) -> Result<(), DevError> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        // Requests created before the webhook's configurations exist would go unrecorded.
+        while !self.webhook.as_ref().is_none_or(|w| w.is_installed()) {
+            if tokio::time::Instant::now() > deadline {
+                return Err(DevError::Webhook("not installed after 30s".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         loop {
             let ready = self
                 .driver
@@ -283,6 +341,19 @@ impl DevEnvironment {
     /// The CSI node plugin's configuration, as a separate process would be given it.
     pub fn csi_config(&self) -> &nico_csi_node::Config {
         &self.csi_config
+    }
+
+    /// The webhook's configuration, as a separate process would be given it.
+    pub fn webhook_config(&self) -> &nico_webhook::Config {
+        &self.webhook_config
+    }
+
+    /// Sends the dev cluster's calls to the webhook's Service to `addr` (a webhook running
+    /// as a separate process, on 127.0.0.1).
+    pub fn route_webhook(&self, addr: SocketAddr) -> Result<(), DevError> {
+        self.cluster
+            .route_service(self.webhook_service.clone(), addr)
+            .map_err(|e| DevError::Webhook(e.to_string()))
     }
 
     /// The kubeconfig written for kubectl.

@@ -1,9 +1,12 @@
-//! `nico-identity dev`: the dev cluster, the approver, the issuer and the CSI node plugin in
-//! one process, with a stand-in kubelet that publishes a volume for each demo pod.
+//! `nico-identity dev`: the dev cluster, the webhook, the approver, the issuer and the CSI
+//! node plugin in one process, with a stand-in kubelet that publishes a volume for each demo
+//! pod.
 //!
 //! The pieces talk to each other exactly as in a cluster: the roles use the real kube client
-//! against the dev cluster's HTTP API, and the kubelet stand-in calls the CSI plugin over its
-//! unix socket with the request kubelet would send.
+//! against the dev cluster's HTTP API, the dev cluster calls the webhook over HTTPS through
+//! its Service (routed to the webhook's loopback port), trusting the caBundle the webhook
+//! wrote, and the kubelet stand-in calls the CSI plugin over its unix socket with the
+//! request kubelet would send.
 
 mod environment;
 mod kubelet;
@@ -74,6 +77,9 @@ async fn drive(environment: &DevEnvironment, args: &DevArgs) -> ExitCode {
         }
     }
     crate::print_line(&format!("dev cluster:  {}", environment.cluster.url()));
+    if let Some(webhook) = &environment.webhook {
+        crate::print_line(&format!("webhook:      https://{}", webhook.local_addr()));
+    }
     crate::print_line(&format!(
         "kubeconfig:   {}  (kubectl --kubeconfig {} get certificaterequests -A)",
         environment.kubeconfig_path().display(),
