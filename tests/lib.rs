@@ -292,3 +292,83 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+pub mod requests {
+    //! CertificateRequests for the webhook's tests: CSRs with chosen extensions, and
+    //! requests whose usages agree with them.
+
+    use base64::Engine as _;
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    use serde_json::{Value, json};
+
+    /// The usages of a TLS server and client certificate, as cert-manager spells them.
+    pub const TLS_USAGES: [&str; 4] = [
+        "digital signature",
+        "key encipherment",
+        "server auth",
+        "client auth",
+    ];
+
+    /// A PEM CSR for the DNS name `dns` asking for `key` and `extended` usages, and for a CA
+    /// certificate when `ca`.
+    pub fn csr_pem(
+        dns: &str,
+        key: &[KeyUsagePurpose],
+        extended: &[ExtendedKeyUsagePurpose],
+        ca: bool,
+    ) -> String {
+        let pair = KeyPair::generate().expect("a key");
+        let mut params = CertificateParams::new(vec![dns.to_owned()]).expect("a DNS name");
+        params.key_usages = key.to_vec();
+        params.extended_key_usages = extended.to_vec();
+        if ca {
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        }
+        let csr = params.serialize_request(&pair).expect("a CSR");
+        csr.pem().expect("PEM")
+    }
+
+    /// A CSR agreeing with [`TLS_USAGES`].
+    pub fn tls_csr(dns: &str) -> String {
+        csr_pem(
+            dns,
+            &[
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+            ],
+            &[
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+            false,
+        )
+    }
+
+    /// A CertificateRequest `name` (JSON) for `csr` with [`TLS_USAGES`], aimed at the
+    /// ClusterIssuer `issuer`.
+    pub fn request(name: &str, issuer: &str, csr: &str) -> Value {
+        json!({
+            "apiVersion": "cert-manager.io/v1",
+            "kind": "CertificateRequest",
+            "metadata": {"name": name},
+            "spec": {
+                "request": base64::engine::general_purpose::STANDARD.encode(csr),
+                "issuerRef": {"name": issuer, "kind": "ClusterIssuer", "group": "cert-manager.io"},
+                "duration": "1h",
+                "usages": TLS_USAGES,
+            },
+        })
+    }
+
+    /// [`request`], typed.
+    pub fn typed_request(
+        name: &str,
+        issuer: &str,
+        csr: &str,
+    ) -> nico_k8s_types::CertificateRequest {
+        serde_json::from_value(request(name, issuer, csr)).expect("a CertificateRequest")
+    }
+}

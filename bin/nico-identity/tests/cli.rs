@@ -124,12 +124,119 @@ fn check_config_names_the_bad_key() {
 }
 
 #[test]
-fn the_webhook_role_says_it_is_not_available_yet() {
-    let out = nico_identity().arg("webhook").output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+fn the_webhook_role_checks_its_configuration() {
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/webhook.toml");
+    let out = nico_identity()
+        .args(["webhook", "--check-config", "--config", sample])
+        .output()
+        .unwrap();
     assert!(
-        String::from_utf8(out.stderr)
-            .unwrap()
-            .contains("not yet available")
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("webhook configuration is valid"),
+        "{stdout}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[webhook]\nserving_validity = \"1s\"\n").unwrap();
+    let out = nico_identity()
+        .args(["webhook", "--check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("webhook.serving_validity"), "{stderr}");
+}
+
+/// A port nothing listens on right now.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_role_serves_the_api_server_and_stops_on_sigterm() {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    use kube::api::{Api, PostParams};
+    use nico_identity_tests::requests::{tls_csr, typed_request};
+    use nico_identity_tests::{dev_environment_with, eventually};
+    use nico_k8s_types::CertificateRequest;
+
+    // Everything in process but the webhook, which runs as its own process.
+    let (env, _workdir) = dev_environment_with(|o| o.embedded.webhook = false).await;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    #[derive(serde::Serialize)]
+    struct File<'a, W> {
+        kubeconfig: &'a std::path::Path,
+        health_address: &'a str,
+        pod_namespace: &'a str,
+        log_filter: &'a str,
+        webhook: W,
+    }
+    let mut webhook = env.webhook_config().clone();
+    webhook.listen_address = addr;
+    let kubeconfig = env.kubeconfig_path();
+    let file = File {
+        kubeconfig: &kubeconfig,
+        health_address: "127.0.0.1:0",
+        pod_namespace: "default",
+        log_filter: "info",
+        webhook,
+    };
+    let path = env.workdir().join("webhook.toml");
+    std::fs::write(&path, toml::to_string(&file).unwrap()).unwrap();
+    env.route_webhook(addr).unwrap();
+    let log = env.workdir().join("webhook.log");
+    let mut child = nico_identity()
+        .args(["webhook", "--config"])
+        .arg(&path)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+
+    let admin = env.access.client().unwrap();
+    let configurations = Api::<ValidatingWebhookConfiguration>::all(admin.clone());
+    eventually(
+        "the webhook's configurations",
+        std::time::Duration::from_secs(60),
+        || {
+            let configurations = configurations.clone();
+            async move {
+                let stored = configurations
+                    .get_opt("nico-identity-webhook")
+                    .await
+                    .ok()??;
+                let hooks = stored.webhooks.unwrap_or_default();
+                hooks
+                    .iter()
+                    .all(|h| h.client_config.ca_bundle.is_some())
+                    .then_some(())
+                    .filter(|()| !hooks.is_empty())
+            }
+        },
+    )
+    .await;
+
+    let mut forged = typed_request("forged", "other", &tls_csr("web.default.svc"));
+    forged.spec.username = Some("system:admin".into());
+    let stored = Api::<CertificateRequest>::namespaced(admin, "default")
+        .create(&PostParams::default(), &forged)
+        .await
+        .unwrap();
+    assert_eq!(stored.spec.username.as_deref(), Some("nico-dev-admin"));
+
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    env.stop().await;
 }
