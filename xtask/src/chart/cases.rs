@@ -36,7 +36,7 @@ pub(crate) fn rendered() -> Vec<Case> {
         Case {
             name: "defaults",
             values: json!({}),
-            roles: &["csi-node", "approver", "issuer"],
+            roles: &["csi-node", "approver", "issuer", "webhook"],
             lint: true,
         },
         Case {
@@ -66,7 +66,6 @@ pub(crate) fn rendered() -> Vec<Case> {
         Case {
             name: "everything",
             values: json!({
-                "webhook": {"enabled": true},
                 "crds": {
                     "certificateRequest": {"enabled": true},
                     "certificateRequestPolicy": {"enabled": true},
@@ -107,7 +106,7 @@ pub(crate) fn rendered() -> Vec<Case> {
                     }],
                 },
             }),
-            roles: &["csi-node", "approver", "issuer"],
+            roles: &["csi-node", "approver", "issuer", "webhook"],
             lint: true,
         },
     ]

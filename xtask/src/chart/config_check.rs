@@ -9,9 +9,8 @@ use serde_json::Value;
 
 use super::Case;
 
-/// Roles whose configuration the binary can check.
-// TODO(#6): add "webhook" once the role reads its [webhook] section.
-const CHECKED_ROLES: [&str; 3] = ["csi-node", "approver", "issuer"];
+/// Roles whose configuration the binary checks: all of them.
+const CHECKED_ROLES: [&str; 4] = ["csi-node", "approver", "issuer", "webhook"];
 
 /// Builds the binary the image ships and returns its path.
 pub(crate) fn build_binary(root: &Path) -> anyhow::Result<PathBuf> {
