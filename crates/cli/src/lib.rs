@@ -37,10 +37,15 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::SpiffeId(command) => spiffe_id::run(&command),
         command => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            // The node driver runs on every node beside the workloads: one thread keeps its
+            // footprint small and is plenty for I/O-bound work (slow RSA key generation goes to
+            // the blocking pool). The cluster-wide roles use every core they are given.
+            let mut builder = if matches!(command, Command::CsiNode(_)) {
+                tokio::runtime::Builder::new_current_thread()
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+            };
+            let runtime = match builder.enable_all().build() {
                 Ok(runtime) => runtime,
                 Err(error) => {
                     eprintln!("error: failed to start the async runtime: {error}");

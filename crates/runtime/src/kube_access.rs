@@ -65,6 +65,9 @@ pub struct KubeAccess {
     shared: Arc<OnceLock<SharedHttp>>,
 }
 
+/// Idle connections kept to the API server by the pod-token clients.
+const IDLE_CONNECTIONS: usize = 4;
+
 type SharedHttp = hyper_util::client::legacy::Client<
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     kube::client::Body,
@@ -148,9 +151,14 @@ impl KubeAccess {
                     .config
                     .rustls_https_connector()
                     .map_err(KubeAccessError::Client)?;
+                // A burst of publishes opens one connection each (HTTP/1.1); keep only a few
+                // of them afterwards, and not for long, so the node driver stays small.
                 let http = hyper_util::client::legacy::Client::builder(
                     hyper_util::rt::TokioExecutor::new(),
                 )
+                .pool_max_idle_per_host(IDLE_CONNECTIONS)
+                .pool_idle_timeout(std::time::Duration::from_secs(30))
+                .pool_timer(hyper_util::rt::TokioTimer::new())
                 .build(connector);
                 self.shared.get_or_init(|| http).clone()
             }
