@@ -78,6 +78,13 @@ pub(crate) async fn validate<A: Authorizer>(
             Ok(old) => Some(old),
             Err(problem) => return Verdict::Invalid(vec![problem]),
         },
+        // Without the old object nothing can be compared: refuse rather than guess.
+        (Operation::Update, None) => {
+            return Verdict::Invalid(vec![Problem::new(
+                "oldObject",
+                "an update review must carry the stored object",
+            )]);
+        }
         _ => return Verdict::Allow,
     };
     let problems = match &old {

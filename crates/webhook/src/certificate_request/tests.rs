@@ -136,7 +136,7 @@ fn run(authorizer: &FakeAuthorizer, request: &AdmissionRequest<DynamicObject>) -
         .block_on(validate(authorizer, request))
 }
 
-fn fields(verdict: &Verdict) -> Vec<String> {
+fn fields_of(verdict: &Verdict) -> Vec<String> {
     match verdict {
         Verdict::Invalid(problems) => problems.iter().map(|p| p.field.clone()).collect(),
         other => panic!("expected invalid, got {other:?}"),
@@ -193,7 +193,7 @@ fn creates_are_checked_field_by_field() {
     edits.push((both, vec!["status.conditions"]));
     for (object, expected) in edits {
         let verdict = run(&authorizer, &create(object));
-        assert_eq!(fields(&verdict), expected);
+        assert_eq!(fields_of(&verdict), expected);
     }
     assert!(authorizer.asked.lock().unwrap().is_empty());
 }
@@ -236,7 +236,7 @@ fn updates_keep_the_spec_and_cert_manager_annotations() {
     ));
     for (new, expected) in cases {
         let verdict = run(&authorizer, &update(old.clone(), new, "bob", None));
-        assert_eq!(fields(&verdict), expected);
+        assert_eq!(fields_of(&verdict), expected);
     }
 }
 
