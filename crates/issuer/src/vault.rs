@@ -329,12 +329,10 @@ impl VaultBackend {
     /// `sys/health`: active, standby and performance standby serve (standbys forward);
     /// sealed, uninitialised, DR secondaries and unreachable servers do not.
     async fn healthy(&self) -> bool {
+        // sys/health belongs to the server, not to a namespace: it is asked without the
+        // namespace header, which it would refuse.
         let url = format!("{}/v1/sys/health", self.settings.address);
-        let mut request = self.anonymous.http.http.get(url);
-        if let Some(namespace) = &self.settings.namespace {
-            request = request.header("X-Vault-Namespace", namespace.as_str());
-        }
-        let code = match request.send().await {
+        let code = match self.anonymous.http.http.get(url).send().await {
             Ok(response) => response.status().as_u16(),
             Err(error) => {
                 debug!(issuer = %self.name, %error, "vault health check failed");

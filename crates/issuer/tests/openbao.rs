@@ -649,3 +649,70 @@ async fn tls_needs_the_ca_bundle_and_a_wrong_trust_fails_nothing() {
     );
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vault_namespace_is_sent_with_every_request() {
+    let mut bao = OpenBao::start(Storage::Dev);
+    bao.use_namespace(Some("team-a"));
+    // PKI, policy and AppRole all live inside the namespace.
+    let pki = openbao::setup_pki(&bao, false);
+    let mut inside = vault_issuer("vault-ns", &bao, "pki", approle(&bao, &pki));
+    if let Some(vault) = inside.vault.as_mut() {
+        vault.namespace = Some("team-a".to_owned());
+    }
+    // The same settings without the namespace find no such mount or role.
+    let outside = vault_issuer("vault-root-ns", &bao, "pki", approle(&bao, &pki));
+    let harness = Harness::start(config(vec![inside, outside])).await;
+    let client = harness.client.clone();
+    let (_, csr) = spiffe_csr("ns");
+    create_request(
+        &client,
+        "in-namespace",
+        cluster_issuer("vault-ns"),
+        &csr,
+        "1h",
+        Some(true),
+    )
+    .await;
+    let cr = wait_for_ready(&client, "in-namespace", WAIT).await;
+    assert!(ready(&cr).0, "{:?}", ready(&cr));
+    let text = openssl_verify(&cr).unwrap();
+    assert!(
+        text.contains("URI:spiffe://nico.local/demo/sa/ns"),
+        "{text}"
+    );
+    assert_eq!(
+        String::from_utf8(cr.status.unwrap().ca.unwrap())
+            .unwrap()
+            .trim(),
+        pki.root_pem.trim()
+    );
+    // Readiness follows sys/health, which only the root namespace answers.
+    harness.wait_ready(200, WAIT).await;
+    // Without the namespace the AppRole mount does not exist: the login fails, which is
+    // not the request's fault, so it waits instead of failing.
+    create_request(
+        &client,
+        "outside-namespace",
+        cluster_issuer("vault-root-ns"),
+        &csr,
+        "1h",
+        Some(true),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let retried = series("signatures_total", "vault-root-ns", ",result=\"Retried\"");
+    while harness.metric(&retried).await < 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "never retried");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let api: kube::Api<nico_k8s_types::CertificateRequest> =
+        kube::Api::namespaced(client.clone(), "default");
+    let waiting = api.get("outside-namespace").await.unwrap();
+    assert!(
+        waiting
+            .condition(nico_k8s_types::ConditionType::Ready)
+            .is_none()
+    );
+    harness.stop().await;
+}

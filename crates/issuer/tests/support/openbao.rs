@@ -109,6 +109,8 @@ pub(crate) struct OpenBao {
     /// The root token.
     pub(crate) root_token: String,
     unseal_key: Option<String>,
+    /// The namespace CLI calls act in (`BAO_NAMESPACE`).
+    namespace: Option<String>,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -126,6 +128,7 @@ impl OpenBao {
             cluster_port: free_port(),
             root_token: random_hex(16),
             unseal_key: None,
+            namespace: None,
             dir,
             child: None,
         };
@@ -252,6 +255,10 @@ impl OpenBao {
         if self.storage == Storage::DevTls {
             command.env("BAO_CACERT", self.tls_ca());
         }
+        match &self.namespace {
+            Some(namespace) => command.env("BAO_NAMESPACE", namespace),
+            None => command.env_remove("BAO_NAMESPACE"),
+        };
         let out = command
             .args(args)
             .env("BAO_ADDR", self.address())
@@ -267,6 +274,15 @@ impl OpenBao {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Makes later CLI calls act in `namespace` (created first when new).
+    pub(crate) fn use_namespace(&mut self, namespace: Option<&str>) {
+        self.namespace = None;
+        if let Some(namespace) = namespace {
+            self.cli(&["namespace", "create", namespace]);
+        }
+        self.namespace = namespace.map(str::to_owned);
     }
 
     /// Unseals a file-backed server and waits until it is the active node.
