@@ -81,10 +81,15 @@ impl Bootstrap {
     /// Reads (or creates) the CA and issues the first serving certificate, so the server
     /// can start; the configurations are written by the first [`Bootstrap::sync`].
     pub(crate) async fn start(&mut self, now: OffsetDateTime) -> Result<(), BootstrapError> {
-        let stored = self
+        let mut stored = self
             .store
             .load_or_create(&crate::pki::Bundle::default(), now)
             .await?;
+        // An expired CA signs nothing: replace it now (nothing is served yet). One that is
+        // merely due keeps serving until the first pass has published its successor.
+        if stored.ca.not_after() <= now {
+            stored = self.store.rotate(&stored, now).await?;
+        }
         self.issue(&stored.ca, now)?;
         self.ca = Some(stored);
         Ok(())

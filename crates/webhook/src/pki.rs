@@ -213,7 +213,6 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// A serving certificate and its key, ready for rustls.
-#[derive(Clone)]
 pub(crate) struct Serving {
     certified: Arc<CertifiedKey>,
     cert_pem: String,
@@ -267,8 +266,8 @@ pub(crate) struct Bundle {
 }
 
 impl Bundle {
-    /// Reads PEM certificates; unreadable or non-CA certificates and those expired at `now`
-    /// are left out.
+    /// Reads PEM certificates; non-CA certificates and those expired at `now` are left out,
+    /// and text that is not a list of PEM certificates reads as an empty bundle.
     pub(crate) fn from_pem(pem: &[u8], now: OffsetDateTime) -> Bundle {
         let mut bundle = Bundle::default();
         for der in nico_csr::pem_to_ders(pem).unwrap_or_default() {
@@ -312,7 +311,7 @@ impl Bundle {
 /// used from the next connection on while open connections keep theirs.
 #[derive(Debug, Default)]
 pub(crate) struct ServingResolver {
-    current: RwLock<Option<Serving>>,
+    current: RwLock<Option<Arc<Serving>>>,
 }
 
 impl ServingResolver {
@@ -322,11 +321,11 @@ impl ServingResolver {
         *self
             .current
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(serving);
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(serving));
     }
 
     /// The current serving certificate, if one was set.
-    pub(crate) fn current(&self) -> Option<Serving> {
+    pub(crate) fn current(&self) -> Option<Arc<Serving>> {
         self.current
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -472,10 +471,11 @@ mod tests {
         let ca = Ca::generate(10 * DAY, now()).unwrap();
         let first = ca.issue(&["x.y.svc".into()], DAY, now()).unwrap();
         let second = ca.issue(&["x.y.svc".into()], DAY, now()).unwrap();
-        resolver.set(first.clone());
-        assert_eq!(resolver.current().unwrap().serial(), first.serial());
-        resolver.set(second.clone());
-        assert_eq!(resolver.current().unwrap().serial(), second.serial());
-        assert_ne!(first.serial(), second.serial());
+        let (first_serial, second_serial) = (first.serial().to_owned(), second.serial().to_owned());
+        resolver.set(first);
+        assert_eq!(resolver.current().unwrap().serial(), first_serial);
+        resolver.set(second);
+        assert_eq!(resolver.current().unwrap().serial(), second_serial);
+        assert_ne!(first_serial, second_serial);
     }
 }

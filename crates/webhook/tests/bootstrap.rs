@@ -293,8 +293,8 @@ async fn replicas_starting_together_share_one_ca() {
     harness.cluster.shutdown().await;
 }
 
-/// A CA that has used up most of its life: 20 days behind it, 5 ahead.
-fn old_ca() -> (String, String) {
+/// A CA valid from `behind` days ago to `ahead` days from now (negative: in the past).
+fn ca_between(behind: i64, ahead: i64) -> (String, String) {
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::default();
     params
@@ -306,33 +306,42 @@ fn old_ca() -> (String, String) {
         rcgen::KeyUsagePurpose::DigitalSignature,
     ];
     let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - Duration::from_secs(20 * 86_400);
-    params.not_after = now + Duration::from_secs(5 * 86_400);
+    params.not_before = now - time::Duration::days(behind);
+    params.not_after = now + time::Duration::days(ahead);
     let cert = params.self_signed(&key).unwrap();
     (cert.pem(), key.serialize_pem())
+}
+
+impl Harness {
+    /// Stores a CA Secret as an earlier run would have left it.
+    async fn store_ca(&self, (cert, key): &(String, String)) {
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some("nico-identity-webhook-ca".into()),
+                ..ObjectMeta::default()
+            },
+            type_: Some("kubernetes.io/tls".into()),
+            data: Some(BTreeMap::from([
+                ("tls.crt".into(), ByteString(cert.clone().into_bytes())),
+                ("tls.key".into(), ByteString(key.clone().into_bytes())),
+                ("ca.crt".into(), ByteString(cert.clone().into_bytes())),
+            ])),
+            ..Secret::default()
+        };
+        Api::<Secret>::namespaced(self.admin.clone(), NAMESPACE)
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ca_near_its_end_is_rotated_and_the_old_one_stays_trusted() {
     let harness = Harness::start().await;
-    let (old_cert, old_key) = old_ca();
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some("nico-identity-webhook-ca".into()),
-            ..ObjectMeta::default()
-        },
-        type_: Some("kubernetes.io/tls".into()),
-        data: Some(BTreeMap::from([
-            ("tls.crt".into(), ByteString(old_cert.clone().into_bytes())),
-            ("tls.key".into(), ByteString(old_key.into_bytes())),
-            ("ca.crt".into(), ByteString(old_cert.clone().into_bytes())),
-        ])),
-        ..Secret::default()
-    };
-    Api::<Secret>::namespaced(harness.admin.clone(), NAMESPACE)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    // 20 days behind it, 5 ahead: less than a third of its life is left.
+    let old = ca_between(20, 5);
+    harness.store_ca(&old).await;
+    let old_cert = old.0;
     let webhook = harness.webhook("replica-0", |_| {}).await;
     eventually("the configurations", || webhook.handle.is_installed()).await;
     let rotated = harness.secret().await;
@@ -420,6 +429,26 @@ async fn configurations_someone_else_owns_get_only_their_ca_bundle() {
         .decode(only["clientConfig"]["caBundle"].as_str().unwrap())
         .unwrap();
     assert_eq!(String::from_utf8(written).unwrap(), bundle);
+    webhook.stop().await;
+    harness.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_ca_is_replaced_before_anything_is_served() {
+    let harness = Harness::start().await;
+    let (expired, key) = ca_between(30, -1);
+    harness.store_ca(&(expired.clone(), key)).await;
+    let webhook = harness.webhook("replica-0", |_| {}).await;
+    eventually("the configurations", || webhook.handle.is_installed()).await;
+    let secret = harness.secret().await;
+    let (current, bundle) = (data(&secret, "tls.crt"), data(&secret, "ca.crt"));
+    assert_ne!(ders(&current), ders(&expired));
+    assert_eq!(
+        ders(&bundle),
+        ders(&current),
+        "the expired CA is trusted no more"
+    );
+    verifies(&webhook.handle.serving_certificate_pem().unwrap(), &bundle).unwrap();
     webhook.stop().await;
     harness.cluster.shutdown().await;
 }
