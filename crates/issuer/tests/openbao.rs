@@ -716,3 +716,58 @@ async fn a_vault_namespace_is_sent_with_every_request() {
     );
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_opens_a_server_that_requires_one() {
+    let bao = OpenBao::start(Storage::MutualTls);
+    let pki = openbao::setup_pki(&bao, false);
+    let (cert, key) = bao.client_identity();
+    let mut with_certificate = vault_issuer("vault-mtls", &bao, "pki", approle(&bao, &pki));
+    if let Some(vault) = with_certificate.vault.as_mut() {
+        vault.ca_bundle = Some(bao.tls_ca());
+        vault.client_certificate = Some(cert);
+        vault.client_key = Some(key);
+    }
+    let mut without = vault_issuer("vault-no-cert", &bao, "pki", approle(&bao, &pki));
+    if let Some(vault) = without.vault.as_mut() {
+        vault.ca_bundle = Some(bao.tls_ca());
+    }
+    let harness = Harness::start(config(vec![with_certificate, without])).await;
+    let client = harness.client.clone();
+    let (_, csr) = spiffe_csr("mtls");
+    create_request(
+        &client,
+        "mtls",
+        cluster_issuer("vault-mtls"),
+        &csr,
+        "1h",
+        Some(true),
+    )
+    .await;
+    create_request(
+        &client,
+        "no-cert",
+        cluster_issuer("vault-no-cert"),
+        &csr,
+        "1h",
+        Some(true),
+    )
+    .await;
+    let cr = wait_for_ready(&client, "mtls", WAIT).await;
+    assert!(ready(&cr).0, "{:?}", ready(&cr));
+    openssl_verify(&cr).unwrap();
+    // Without the certificate the handshake fails: not ready, and the request waits.
+    let retried = series("signatures_total", "vault-no-cert", ",result=\"Retried\"");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while harness.metric(&retried).await < 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "never retried");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, body) = harness.get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("vault-no-cert") && !body.contains("vault-mtls"),
+        "{body}"
+    );
+    harness.stop().await;
+}

@@ -97,6 +97,9 @@ pub(crate) enum Storage {
     DevTls,
     /// Integrated (raft) storage in a directory: survives a restart, comes back sealed.
     File,
+    /// The same behind TLS that requires a client certificate (`mtls/` holds the CA, the
+    /// server's and a client's certificate and key).
+    MutualTls,
 }
 
 /// A running (or stopped) OpenBao server.
@@ -132,8 +135,11 @@ impl OpenBao {
             dir,
             child: None,
         };
+        if storage == Storage::MutualTls {
+            write_mutual_tls_material(&server.dir.path().join("mtls"));
+        }
         server.spawn();
-        if storage == Storage::File {
+        if matches!(storage, Storage::File | Storage::MutualTls) {
             let init = server.cli(&[
                 "operator",
                 "init",
@@ -175,8 +181,24 @@ impl OpenBao {
                     ]);
                 }
             }
-            Storage::File => {
+            Storage::File | Storage::MutualTls => {
                 let config = self.dir.path().join("server.hcl");
+                let mtls = self.dir.path().join("mtls");
+                let (scheme, tls) = if self.storage == Storage::MutualTls {
+                    (
+                        "https",
+                        format!(
+                            "tls_cert_file = \"{}\"\n  tls_key_file = \"{}\"\n  \
+                             tls_client_ca_file = \"{}\"\n  \
+                             tls_require_and_verify_client_cert = true",
+                            mtls.join("server.crt").display(),
+                            mtls.join("server.key").display(),
+                            mtls.join("ca.crt").display()
+                        ),
+                    )
+                } else {
+                    ("http", "tls_disable = true".to_owned())
+                };
                 let data = self.dir.path().join("data");
                 std::fs::create_dir_all(&data).expect("create the data directory");
                 let cluster = format!("127.0.0.1:{}", self.cluster_port);
@@ -185,8 +207,9 @@ impl OpenBao {
                     format!(
                         "storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"test\"\n}}\n\
                          listener \"tcp\" {{\n  address = \"{listen}\"\n  \
-                         cluster_address = \"{cluster}\"\n  tls_disable = true\n}}\n\
-                         api_addr = \"http://{listen}\"\ncluster_addr = \"http://{cluster}\"\n",
+                         cluster_address = \"{cluster}\"\n  {tls}\n}}\n\
+                         api_addr = \"{scheme}://{listen}\"\n\
+                         cluster_addr = \"https://{cluster}\"\n",
                         data.display()
                     ),
                 )
@@ -226,7 +249,7 @@ impl OpenBao {
 
     /// `http://127.0.0.1:PORT` (`https://` with TLS).
     pub(crate) fn address(&self) -> String {
-        let scheme = if self.storage == Storage::DevTls {
+        let scheme = if matches!(self.storage, Storage::DevTls | Storage::MutualTls) {
             "https"
         } else {
             "http"
@@ -236,7 +259,17 @@ impl OpenBao {
 
     /// The CA of a TLS server's certificate.
     pub(crate) fn tls_ca(&self) -> PathBuf {
-        self.dir.path().join("tls/vault-ca.pem")
+        if self.storage == Storage::MutualTls {
+            self.dir.path().join("mtls/ca.crt")
+        } else {
+            self.dir.path().join("tls/vault-ca.pem")
+        }
+    }
+
+    /// The client certificate and key a mutual-TLS server accepts.
+    pub(crate) fn client_identity(&self) -> (PathBuf, PathBuf) {
+        let mtls = self.dir.path().join("mtls");
+        (mtls.join("client.crt"), mtls.join("client.key"))
     }
 
     /// A scratch directory that lives as long as the server.
@@ -251,15 +284,31 @@ impl OpenBao {
 
     /// Runs `bao <args>` with `token`.
     pub(crate) fn cli_with_token(&self, token: &str, args: &[&str]) -> String {
+        let out = self.run_cli(token, args);
+        assert!(
+            out.status.success(),
+            "bao {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn run_cli(&self, token: &str, args: &[&str]) -> std::process::Output {
         let mut command = Command::new(&self.bao);
-        if self.storage == Storage::DevTls {
+        if matches!(self.storage, Storage::DevTls | Storage::MutualTls) {
             command.env("BAO_CACERT", self.tls_ca());
+        }
+        if self.storage == Storage::MutualTls {
+            let (cert, key) = self.client_identity();
+            command
+                .env("BAO_CLIENT_CERT", cert)
+                .env("BAO_CLIENT_KEY", key);
         }
         match &self.namespace {
             Some(namespace) => command.env("BAO_NAMESPACE", namespace),
             None => command.env_remove("BAO_NAMESPACE"),
         };
-        let out = command
+        command
             .args(args)
             .env("BAO_ADDR", self.address())
             .env("BAO_TOKEN", token)
@@ -267,13 +316,7 @@ impl OpenBao {
             .env_remove("VAULT_TOKEN")
             .current_dir(self.dir.path())
             .output()
-            .expect("run bao");
-        assert!(
-            out.status.success(),
-            "bao {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+            .expect("run bao")
     }
 
     /// Makes later CLI calls act in `namespace` (created first when new).
@@ -290,7 +333,7 @@ impl OpenBao {
         let key = self.unseal_key.clone().expect("a file-backed server");
         self.cli(&["operator", "unseal", &key]);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while self.health_status() != Some(200) {
+        while !self.active() {
             assert!(
                 Instant::now() < deadline,
                 "bao did not become active within 30s: {}",
@@ -298,6 +341,18 @@ impl OpenBao {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Whether the node is active (answers writes).
+    fn active(&self) -> bool {
+        if self.storage == Storage::MutualTls {
+            // Only the CLI speaks mutual TLS here; a mount listing needs the active node.
+            return self
+                .run_cli(&self.root_token, &["secrets", "list"])
+                .status
+                .success();
+        }
+        self.health_status() == Some(200)
     }
 
     /// The HTTP status of `sys/health`, `None` when unreachable.
@@ -346,6 +401,52 @@ impl Drop for OpenBao {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, PEM, in `dir`.
+fn write_mutual_tls_material(dir: &Path) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, SanType,
+    };
+    std::fs::create_dir_all(dir).expect("create the mTLS directory");
+    let write = |name: &str, content: String| {
+        std::fs::write(dir.join(name), content).expect("write mTLS material");
+    };
+    let ca_key = KeyPair::generate().expect("a key");
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name
+        .push(DnType::CommonName, "test TLS CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    write("ca.crt", ca.self_signed(&ca_key).expect("the CA").pem());
+    let issuer = Issuer::new(ca, ca_key);
+    let server_key = KeyPair::generate().expect("a key");
+    let mut server = CertificateParams::default();
+    server.distinguished_name.push(DnType::CommonName, "bao");
+    server.subject_alt_names = vec![SanType::IpAddress([127, 0, 0, 1].into())];
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    write(
+        "server.crt",
+        server
+            .signed_by(&server_key, &issuer)
+            .expect("a server certificate")
+            .pem(),
+    );
+    write("server.key", server_key.serialize_pem());
+    let client_key = KeyPair::generate().expect("a key");
+    let mut client = CertificateParams::default();
+    client
+        .distinguished_name
+        .push(DnType::CommonName, "nico-identity issuer");
+    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    write(
+        "client.crt",
+        client
+            .signed_by(&client_key, &issuer)
+            .expect("a client certificate")
+            .pem(),
+    );
+    write("client.key", client_key.serialize_pem());
 }
 
 /// What [`setup_pki`] made.
