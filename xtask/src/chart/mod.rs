@@ -6,11 +6,13 @@
 //! output with the committed snapshots in `charts/snapshots/` (`--update` rewrites them);
 //! run `nico-identity <role> --check-config` on each rendered configuration with the
 //! environment its pod spec sets; keep the sample policy equal to `config/policies/`; and
-//! check that what our types write, and the seed's policy, fit the chart's CRDs.
+//! check that what our types write, and the seed's policy, fit the chart's CRDs; and run
+//! every role as its own process against the dev cluster with only the chart's RBAC.
 
 mod bridge;
 mod cases;
 mod config_check;
+mod rbac;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -51,6 +53,9 @@ pub(crate) fn run(update: bool) -> anyhow::Result<()> {
         config_check::run(&binary, &case, &objects, &mut failures)?;
         if case.name == "everything" {
             compare_sample_policy(&bridge, &root, &objects, &mut failures)?;
+        }
+        if case.name == "defaults" {
+            rbac::run(&binary, &objects, &mut failures)?;
         }
     }
     documented_installs(&bridge, &root, &chart, &mut failures)?;
