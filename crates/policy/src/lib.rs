@@ -3,8 +3,9 @@
 //!
 //! [`SpiffePolicy::evaluate`] takes a [`SpiffeRequest`] (borrowed strings and bytes, no
 //! Kubernetes types) and, when the request names a pod ([`SpiffePolicy::pod_to_look_up`]),
-//! the [`PodFacts`] the caller read for it, and returns a [`Decision`]. A [`Denial`] names the [`Field`] to fix and
-//! says what was expected and what was presented, in words fit for a `Denied` condition.
+//! the [`PodFacts`] the caller read for it, and returns a [`Decision`]. A [`Denial`] names
+//! the [`Field`] to fix and says what was expected and what was presented, in words fit for
+//! a `Denied` condition.
 //! Nothing here performs I/O, reads the clock or logs; the approver does that around it.
 //!
 //! [`IssuerName`] (issuer references with cert-manager's defaults) and [`AllowedKey`] (key

@@ -397,7 +397,8 @@ async fn namespace_labels_select_policies() {
         "labelled",
         json!({
             "selector": {"namespace": {"matchLabels": {"tls": "service"}}},
-            "allowed": {"dnsNames": {"values": ["*"]}, "usages": ["digital signature", "server auth"]}
+            "allowed": {"dnsNames": {"values": ["*"]},
+                        "usages": ["digital signature", "server auth"]}
         }),
     );
     let policies = view(vec![labelled]);

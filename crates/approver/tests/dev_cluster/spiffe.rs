@@ -45,7 +45,8 @@ async fn svids_are_approved_for_the_bound_pod_and_hostile_requests_denied_on_the
             as_db.clone(),
             svid_request("another-account", "demo", WEB),
             Some(
-                "spec.username: SPIFFE ID spiffe://nico.local/demo/sa/web does not match requester system:serviceaccount:demo:db",
+                "spec.username: SPIFFE ID spiffe://nico.local/demo/sa/web does not match \
+                 requester system:serviceaccount:demo:db",
             ),
         ),
     ];

@@ -425,7 +425,8 @@ fn omitted_fields_allow_nothing_and_an_empty_entry_allows_nothing_either() {
     );
     let empty_entry = policy(json!({
         "selector": {"issuerRef": {}},
-        "allowed": {"dnsNames": {}, "commonName": {}, "usages": ["digital signature", "server auth"]}
+        "allowed": {"dnsNames": {}, "commonName": {},
+                    "usages": ["digital signature", "server auth"]}
     }));
     let violations = Case::good().evaluate(&empty_entry).unwrap_err();
     assert!(
