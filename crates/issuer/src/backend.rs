@@ -44,6 +44,8 @@ pub(crate) struct LocalBackend {
     ca: RwLock<Arc<LocalCa>>,
     store: CaStore,
     settings: ValidLocalCa,
+    /// When the operator was last told to rotate their CA (once a day is enough).
+    last_warning: std::sync::Mutex<Option<OffsetDateTime>>,
 }
 
 impl LocalBackend {
@@ -75,6 +77,7 @@ impl LocalBackend {
             ca: RwLock::new(Arc::new(ca)),
             store,
             settings: settings.clone(),
+            last_warning: std::sync::Mutex::new(None),
         };
         backend.rotate_if_due(OffsetDateTime::now_utc()).await?;
         Ok(backend)
@@ -97,11 +100,19 @@ impl LocalBackend {
         // TODO(#5): reload a CA the operator replaced in its files or Secret while running;
         // today a restart picks it up, and only generated CAs rotate by themselves.
         if !self.settings.generate {
-            warn!(
-                location = %self.store.location(),
-                not_after = %current.not_after(),
-                "the CA expires soon: rotate it"
-            );
+            // One critical section of a read and a write: a poisoned lock is consistent.
+            let mut last = self
+                .last_warning
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_none_or(|at| now - at >= time::Duration::DAY) {
+                *last = Some(now);
+                warn!(
+                    location = %self.store.location(),
+                    not_after = %current.not_after(),
+                    "the CA expires soon: rotate it"
+                );
+            }
             return Ok(());
         }
         let material = current.rotate(self.settings.validity, now)?;
