@@ -107,6 +107,9 @@ pub enum DevError {
     /// The admission webhooks did not come up.
     #[error("the webhook did not become ready: {0}")]
     Webhook(String),
+    /// The issuer did not write the development CA.
+    #[error("the issuer did not write the development CA: {0}")]
+    Issuer(String),
 }
 
 /// A running dev environment.
@@ -124,6 +127,8 @@ pub struct DevEnvironment {
     csi_config: nico_csi_node::Config,
     webhook_config: nico_webhook::Config,
     webhook_service: ServiceRef,
+    /// The development CA's files, when the issuer runs in-process and will write them.
+    dev_ca: Vec<PathBuf>,
     /// Metrics and readiness of every role.
     pub telemetry: Telemetry,
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
@@ -137,8 +142,8 @@ pub struct DevEnvironment {
 impl DevEnvironment {
     /// Starts the dev cluster, the webhook (its Service routed to it, its configurations
     /// installed), the issuer (with a development CA in `<workdir>/ca`), the approver and the
-    /// CSI plugin (socket `<workdir>/csi.sock`), and waits until the webhook and the plugin
-    /// are ready.
+    /// CSI plugin (socket `<workdir>/csi.sock`), and waits until the webhook is installed,
+    /// the development CA is written and the plugin is ready.
     pub async fn start(options: DevOptions) -> Result<Self, DevError> {
         let workdir_error = |path: &Path| {
             let path = path.to_owned();
@@ -298,6 +303,11 @@ impl DevEnvironment {
             csi_config: config.csi_node.clone(),
             webhook_config: config.webhook.clone(),
             webhook_service,
+            dev_ca: if options.embedded.issuer {
+                vec![workdir.join("ca/ca.crt"), workdir.join("ca/ca.key")]
+            } else {
+                Vec::new()
+            },
             telemetry,
             health,
             workdir,
@@ -315,6 +325,13 @@ impl DevEnvironment {
         while !self.webhook.as_ref().is_none_or(|w| w.is_installed()) {
             if tokio::time::Instant::now() > deadline {
                 return Err(DevError::Webhook("not installed after 30s".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Tests and users read the development CA as soon as the environment is up.
+        while !self.dev_ca.iter().all(|path| path.exists()) {
+            if tokio::time::Instant::now() > deadline {
+                return Err(DevError::Issuer("no CA files after 30s".into()));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
