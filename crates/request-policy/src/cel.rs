@@ -24,6 +24,20 @@ pub const MAX_LIST_ITEMS: usize = 1024;
 /// The default cost limit per rule: the per-expression limit Kubernetes uses for CEL.
 pub const DEFAULT_COST_LIMIT: u64 = 1_000_000;
 
+/// The longest rule accepted, in bytes.
+pub const MAX_RULE_LEN: usize = 4096;
+
+/// The deepest syntax tree accepted. Evaluation recurses over the tree on whatever thread
+/// judges the request; real rules are a few levels deep.
+const MAX_DEPTH: usize = 64;
+
+/// The stack rules are parsed and checked on: the parser recurses once per operator of a
+/// chain like `1+1+...+1`, and a rule of [`MAX_RULE_LEN`] bytes must not exhaust it.
+const LOAD_STACK: usize = 64 * 1024 * 1024;
+
+/// The longest parser message repeated (the parser quotes the rule once per error).
+const MAX_PARSE_MESSAGE: usize = 300;
+
 /// Extra cost of a regular-expression function, which compiles its pattern per call.
 const REGEX_CALL_COST: u64 = 100;
 
@@ -133,9 +147,48 @@ impl Rule {
         if message.is_none() && source.contains(['\n', '\r']) {
             return Err("a rule spanning several lines needs a message".to_owned());
         }
-        let program = Program::compile(source).map_err(|e| format!("does not parse: {e}"))?;
+        if source.len() > MAX_RULE_LEN {
+            return Err(format!(
+                "rule is {} bytes long, more than the {MAX_RULE_LEN} allowed",
+                source.len()
+            ));
+        }
+        // Parsing and checking recurse as deep as the rule nests, which only the parser
+        // knows: they run on a thread whose stack suffices for any rule of MAX_RULE_LEN
+        // bytes, and a rule nested too deep is dropped there too (dropping recurses as well).
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("cel-load".to_owned())
+                .stack_size(LOAD_STACK)
+                .spawn_scoped(scope, || {
+                    Self::load_here(source, message, cost_limit, sample)
+                })
+                .map_err(|e| format!("failed to start checking the rule: {e}"))?
+                .join()
+                .map_err(|_| "checking the rule failed unexpectedly".to_owned())?
+        })
+    }
+
+    fn load_here(
+        source: &str,
+        message: Option<&str>,
+        cost_limit: u64,
+        sample: Sample<'_>,
+    ) -> Result<Self, String> {
+        let program = Program::compile(source).map_err(|e| {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            let shown: String = first.chars().take(MAX_PARSE_MESSAGE).collect();
+            format!("does not parse: {shown}")
+        })?;
         let mut check = Check::default();
         let cost = FUNCTIONS.with(|functions| check.walk(program.expression(), functions));
+        if check.deepest > MAX_DEPTH {
+            return Err(format!(
+                "nests {} levels deep, more than the {MAX_DEPTH} allowed",
+                check.deepest
+            ));
+        }
         if let Some(first) = check.errors.into_iter().next() {
             return Err(first);
         }
@@ -224,11 +277,22 @@ struct Check {
     bound: Vec<String>,
     errors: Vec<String>,
     uses_services: bool,
+    /// The depth of the node being walked, and the deepest seen.
+    depth: usize,
+    deepest: usize,
 }
 
 impl Check {
     /// Checks `expr` and returns its estimated worst-case cost.
     fn walk(&mut self, expr: &IdedExpr, functions: &cel::Context<'_>) -> u64 {
+        self.depth += 1;
+        self.deepest = self.deepest.max(self.depth);
+        let cost = self.walk_node(expr, functions);
+        self.depth -= 1;
+        cost
+    }
+
+    fn walk_node(&mut self, expr: &IdedExpr, functions: &cel::Context<'_>) -> u64 {
         match &expr.expr {
             Expr::Unspecified => {
                 self.errors.push("contains an empty expression".to_owned());
@@ -509,6 +573,51 @@ mod tests {
         let many: Vec<String> = (0..=MAX_LIST_ITEMS).map(|i| format!("g{i}")).collect();
         let err = Variables::new("n", "ns", "u", &many, None).unwrap_err();
         assert!(err.contains("1025 groups"), "{err}");
+    }
+
+    #[test]
+    fn deep_and_long_rules_are_refused_without_exhausting_the_stack() {
+        let deep = [
+            format!("1{} == 1", "+1".repeat((MAX_RULE_LEN - 10) / 2)),
+            format!("self{} == 1", ".size()".repeat(580)),
+            format!("{}true{}", "(".repeat(1000), ")".repeat(1000)),
+        ];
+        // As deep as any tokio worker's stack: loading must not depend on the caller's.
+        let handle = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || {
+                deep.iter()
+                    .map(|source| (source[..12].to_owned(), load(source).map(|_| ())))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap();
+        for (start, result) in handle.join().unwrap() {
+            let err = result.expect_err(&start);
+            assert!(
+                err.contains("levels deep") || err.contains("does not parse"),
+                "{start}: {err}"
+            );
+            assert!(err.len() < 400, "{start}: a message of {} bytes", err.len());
+        }
+        let long = format!("self == '{}'", "x".repeat(MAX_RULE_LEN));
+        assert!(
+            load(&long)
+                .unwrap_err()
+                .contains("more than the 4096 allowed")
+        );
+        // The parser folds runs of negations, so these are shallow.
+        assert!(load(&format!("{}true", "!".repeat(MAX_RULE_LEN - 4))).is_ok());
+        assert!(load(&format!("{}1 == 1", "-".repeat(MAX_RULE_LEN - 10))).is_ok());
+        // Ordinary nesting is fine.
+        assert!(load("((self == 'a') || (self == 'b')) && !(self == 'c')").is_ok());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        #[test]
+        fn loading_any_text_never_panics(source in "[a-z._()\\[\\]'\"0-9 +*/%!=<>&|?:,{}@-]{0,40}") {
+            let _ = load(&source);
+        }
     }
 
     #[test]

@@ -23,7 +23,7 @@ mod spec;
 mod verdict;
 mod wildcard;
 
-pub use cel::{DEFAULT_COST_LIMIT, MAX_LIST_ITEMS};
+pub use cel::{DEFAULT_COST_LIMIT, MAX_LIST_ITEMS, MAX_RULE_LEN};
 pub use policy::{Limits, LoadError, LoadErrors, RequestPolicy};
 pub use request::{ClusterFacts, PolicyRequest, Violation};
 pub use spec::{
