@@ -439,6 +439,15 @@ impl RequestPolicy {
     /// and key constraints must be consistent, usages known, no plugin named, and every CEL
     /// rule must compile, stay within the cost limit and pass a trial evaluation.
     pub fn load(name: &str, spec: &PolicySpec, limits: Limits) -> Result<Self, LoadErrors> {
+        crate::cel::on_deep_stack(|| Self::load_here(name, spec, limits)).unwrap_or_else(|e| {
+            Err(LoadErrors(vec![LoadError {
+                field: "spec".to_owned(),
+                reason: e,
+            }]))
+        })
+    }
+
+    fn load_here(name: &str, spec: &PolicySpec, limits: Limits) -> Result<Self, LoadErrors> {
         let mut loader = Loader {
             limits,
             errors: Vec::new(),
