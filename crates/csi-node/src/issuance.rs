@@ -133,7 +133,11 @@ pub(crate) struct Issuance {
     changed: Arc<Notify>,
     node_hash: String,
     issuer: Arc<RwLock<IssuerRef>>,
+    api_calls: Arc<tokio::sync::Semaphore>,
 }
+
+/// Requests to the API server made at once on behalf of pods.
+const CONCURRENT_API_CALLS: usize = 8;
 
 impl std::fmt::Debug for Issuance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -183,6 +187,7 @@ impl Issuance {
             changed,
             node_hash,
             issuer,
+            api_calls: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_API_CALLS)),
         })
     }
 
@@ -240,7 +245,13 @@ impl Issuance {
         let deadline = tokio::time::Instant::now() + self.settings.publish_timeout;
         let api = Api::<CertificateRequest>::namespaced(client, &pod.namespace);
         let params = PostParams::default();
-        let created = tokio::time::timeout_at(deadline, api.create(&params, &request))
+        let create = async {
+            // A node-wide burst (every pod of a node at boot) would otherwise open a connection
+            // per volume at once; a few at a time is as fast and keeps the driver small.
+            let _permit = self.api_calls.acquire().await;
+            api.create(&params, &request).await
+        };
+        let created = tokio::time::timeout_at(deadline, create)
             .await
             .map_err(|_| IssueError::Unreachable {
                 waited: self.settings.publish_timeout,
