@@ -269,6 +269,7 @@ impl DevCluster {
             flow_schema_uid: util::new_uid(),
             priority_level_uid: util::new_uid(),
             services: RwLock::new(config.services.clone()),
+            webhooks: admission::WebhookCache::default(),
         });
         let app = axum::Router::new()
             .fallback(server::entry)

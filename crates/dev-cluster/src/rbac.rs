@@ -35,16 +35,18 @@ fn group_matches(rule: &Value, group: &str) -> bool {
     strings(rule, "apiGroups").any(|g| g == "*" || g == group)
 }
 
+/// `*`, the resource itself, `resource/subresource` or `*/subresource`.
 fn resource_matches(rule: &Value, r: &ResourceAttributes<'_>) -> bool {
-    let combined = if r.subresource.is_empty() {
-        r.resource.to_owned()
-    } else {
-        format!("{}/{}", r.resource, r.subresource)
-    };
     strings(rule, "resources").any(|res| {
-        res == "*"
-            || res == combined
-            || (!r.subresource.is_empty() && res.strip_prefix("*/") == Some(r.subresource))
+        if res == "*" {
+            return true;
+        }
+        if r.subresource.is_empty() {
+            return res == r.resource;
+        }
+        res.split_once('/').is_some_and(|(resource, sub)| {
+            sub == r.subresource && (resource == r.resource || resource == "*")
+        })
     })
 }
 
@@ -78,27 +80,61 @@ pub(crate) fn rule_allows(rule: &Value, attrs: &Attributes<'_>) -> bool {
     }
 }
 
-/// The first subject of a binding that is `who`, described as the reason names it. A
-/// ServiceAccount subject without a namespace is in the binding's namespace.
-pub(crate) fn applies_to(binding: &Value, who: Subject<'_>, binding_ns: &str) -> Option<String> {
-    let subjects = binding.get("subjects").and_then(Value::as_array)?;
-    subjects.iter().find_map(|s| {
-        let name = field(s, "name");
-        match field(s, "kind") {
-            "User" if who.username == name => Some(format!("User {name:?}")),
-            "Group" if who.groups.iter().any(|g| g == name) => Some(format!("Group {name:?}")),
-            "ServiceAccount" => {
-                let ns = match field(s, "namespace") {
-                    "" => binding_ns,
-                    ns => ns,
-                };
-                let username = format!("system:serviceaccount:{ns}:{name}");
-                (!ns.is_empty() && who.username == username)
-                    .then(|| format!("ServiceAccount \"{name}/{ns}\""))
-            }
-            _ => None,
+/// Whether one subject of a binding is `who`. A ServiceAccount subject without a namespace
+/// is in the binding's namespace.
+fn subject_is(s: &Value, who: Subject<'_>, binding_ns: &str) -> bool {
+    let name = field(s, "name");
+    match field(s, "kind") {
+        "User" => who.username == name,
+        "Group" => who.groups.iter().any(|g| g == name),
+        "ServiceAccount" => {
+            let ns = match field(s, "namespace") {
+                "" => binding_ns,
+                ns => ns,
+            };
+            // `system:serviceaccount:<ns>:<name>`, compared piece by piece.
+            !ns.is_empty()
+                && who
+                    .username
+                    .strip_prefix("system:serviceaccount:")
+                    .and_then(|rest| rest.strip_prefix(ns))
+                    .and_then(|rest| rest.strip_prefix(':'))
+                    == Some(name)
         }
-    })
+        _ => false,
+    }
+}
+
+/// The subject as the reason names it.
+fn describe(s: &Value, binding_ns: &str) -> String {
+    let name = field(s, "name");
+    match field(s, "kind") {
+        "User" => format!("User {name:?}"),
+        "Group" => format!("Group {name:?}"),
+        _ => {
+            let ns = match field(s, "namespace") {
+                "" => binding_ns,
+                ns => ns,
+            };
+            format!("ServiceAccount \"{name}/{ns}\"")
+        }
+    }
+}
+
+/// The first subject of a binding that is `who`.
+fn matching_subject<'a>(
+    binding: &'a Value,
+    who: Subject<'_>,
+    binding_ns: &str,
+) -> Option<&'a Value> {
+    let subjects = binding.get("subjects").and_then(Value::as_array)?;
+    subjects.iter().find(|s| subject_is(s, who, binding_ns))
+}
+
+/// The first subject of a binding that is `who`, described as the reason names it.
+#[cfg(test)]
+fn applies_to(binding: &Value, who: Subject<'_>, binding_ns: &str) -> Option<String> {
+    matching_subject(binding, who, binding_ns).map(|s| describe(s, binding_ns))
 }
 
 fn grants(role: Option<&Value>, attrs: &Attributes<'_>) -> bool {
@@ -107,10 +143,11 @@ fn grants(role: Option<&Value>, attrs: &Attributes<'_>) -> bool {
         .is_some_and(|rules| rules.iter().any(|rule| rule_allows(rule, attrs)))
 }
 
-/// The reason a binding allows the request, or `None` when no binding does.
+/// The reason a binding allows the request, or `None` when no binding does. Only the
+/// RoleBindings of the request's namespace are looked at.
 pub(crate) fn evaluate(st: &Inner, who: Subject<'_>, attrs: &Attributes<'_>) -> Option<String> {
     for (_, binding) in st.all("clusterrolebindings") {
-        let Some(subject) = applies_to(binding, who, "") else {
+        let Some(subject) = matching_subject(binding, who, "") else {
             continue;
         };
         let role_ref = binding.get("roleRef").unwrap_or(&Value::Null);
@@ -118,11 +155,13 @@ pub(crate) fn evaluate(st: &Inner, who: Subject<'_>, attrs: &Attributes<'_>) -> 
             continue;
         }
         let role_name = field(role_ref, "name");
-        if grants(st.get("clusterroles", &key(None, role_name)), attrs) {
+        let role = st.get("clusterroles", &key(None, role_name));
+        if grants(role.map(|r| r.value()), attrs) {
             return Some(format!(
                 "RBAC: allowed by ClusterRoleBinding {:?} of ClusterRole {role_name:?} to \
-                 {subject}",
-                meta_str(binding, "name")
+                 {}",
+                meta_str(binding, "name"),
+                describe(subject, "")
             ));
         }
     }
@@ -131,11 +170,8 @@ pub(crate) fn evaluate(st: &Inner, who: Subject<'_>, attrs: &Attributes<'_>) -> 
         _ => return None,
     };
     let prefix = format!("{ns}/");
-    for (k, binding) in st.all("rolebindings") {
-        if !k.starts_with(&prefix) {
-            continue;
-        }
-        let Some(subject) = applies_to(binding, who, ns) else {
+    for (_, binding) in st.with_prefix("rolebindings", &prefix) {
+        let Some(subject) = matching_subject(binding, who, ns) else {
             continue;
         };
         let role_ref = binding.get("roleRef").unwrap_or(&Value::Null);
@@ -145,10 +181,11 @@ pub(crate) fn evaluate(st: &Inner, who: Subject<'_>, attrs: &Attributes<'_>) -> 
             "ClusterRole" => ("ClusterRole", st.get("clusterroles", &key(None, role_name))),
             _ => continue,
         };
-        if grants(role, attrs) {
+        if grants(role.map(|r| r.value()), attrs) {
             return Some(format!(
-                "RBAC: allowed by RoleBinding \"{}/{ns}\" of {kind} {role_name:?} to {subject}",
-                meta_str(binding, "name")
+                "RBAC: allowed by RoleBinding \"{}/{ns}\" of {kind} {role_name:?} to {}",
+                meta_str(binding, "name"),
+                describe(subject, ns)
             ));
         }
     }

@@ -19,11 +19,12 @@ use tracing::Instrument;
 
 use crate::ServiceRef;
 use crate::access_reviews::{self, ReviewKind};
+use crate::admission::WebhookCache;
 use crate::auth::{Authenticator, UserInfo};
 use crate::authz::{self, Attributes, Authorization, ResourceAttributes};
 use crate::registry::{self, ResourceDef};
 use crate::status::ApiError;
-use crate::store::Store;
+use crate::store::{Object, Store};
 use crate::{discovery, handlers, reviews};
 
 /// Everything a request handler may need.
@@ -42,6 +43,8 @@ pub(crate) struct AppState {
     pub(crate) priority_level_uid: String,
     /// Where webhook Services are reached.
     pub(crate) services: RwLock<BTreeMap<ServiceRef, SocketAddr>>,
+    /// The admission webhooks, read from their configurations.
+    pub(crate) webhooks: WebhookCache,
 }
 
 /// What a handler answers.
@@ -49,6 +52,10 @@ pub(crate) struct AppState {
 pub(crate) enum Reply {
     /// A JSON body, compact with a trailing newline.
     Json(u16, Value),
+    /// A stored object, written from its shared JSON text with a trailing newline.
+    Object(u16, Arc<Object>),
+    /// JSON text made by the handler; the trailing newline is added.
+    JsonText(u16, Vec<u8>),
     /// A body written as is.
     Raw {
         code: u16,
@@ -469,6 +476,17 @@ fn render(state: &AppState, reply: Reply, audit_id: &str) -> Response {
     let (code, content_type, body) = match reply {
         Reply::Json(code, value) => {
             let mut bytes = serde_json::to_vec(&value).unwrap_or_default();
+            bytes.push(b'\n');
+            (code, "application/json", Body::from(bytes))
+        }
+        Reply::Object(code, object) => {
+            let json = object.json();
+            let mut bytes = Vec::with_capacity(json.len() + 1);
+            bytes.extend_from_slice(json);
+            bytes.push(b'\n');
+            (code, "application/json", Body::from(bytes))
+        }
+        Reply::JsonText(code, mut bytes) => {
             bytes.push(b'\n');
             (code, "application/json", Body::from(bytes))
         }

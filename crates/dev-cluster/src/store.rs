@@ -4,10 +4,16 @@
 //! One mutex guards everything. A write takes it, changes the object, bumps the counter,
 //! appends the event to the history and broadcasts it before letting go, so a watcher that
 //! reads the history and subscribes under the same lock sees every event exactly once.
+//!
+//! Stored objects are immutable and shared ([`Object`] behind an `Arc`): the bucket, the
+//! history, every watcher and every reader hold the same one, and its JSON text is made
+//! once, on first use, outside the lock. A write replaces the whole object.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
+use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
@@ -32,6 +38,63 @@ impl EventType {
     }
 }
 
+/// One stored object, shared by the store, its history and every reader. Its JSON text is
+/// made the first time someone needs it and then reused.
+#[derive(Debug)]
+pub(crate) struct Object {
+    value: Value,
+    json: OnceLock<Bytes>,
+    item_json: OnceLock<Bytes>,
+}
+
+/// Compact JSON; a `Value` always serialises (its keys are strings).
+fn to_bytes(value: &Value) -> Bytes {
+    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
+}
+
+impl Object {
+    /// Wraps a value for sharing.
+    pub(crate) fn new(value: Value) -> Arc<Object> {
+        Arc::new(Object {
+            value,
+            json: OnceLock::new(),
+            item_json: OnceLock::new(),
+        })
+    }
+
+    /// The object.
+    pub(crate) fn value(&self) -> &Value {
+        &self.value
+    }
+
+    /// The object as compact JSON, made once.
+    pub(crate) fn json(&self) -> &Bytes {
+        self.json.get_or_init(|| to_bytes(&self.value))
+    }
+
+    /// The object without `apiVersion` and `kind`, as items of built-in lists are written,
+    /// made once.
+    pub(crate) fn list_item_json(&self) -> &Bytes {
+        self.item_json.get_or_init(|| match &self.value {
+            Value::Object(map) if map.contains_key("apiVersion") || map.contains_key("kind") => {
+                let mut item = map.clone();
+                item.remove("apiVersion");
+                item.remove("kind");
+                to_bytes(&Value::Object(item))
+            }
+            other => to_bytes(other),
+        })
+    }
+}
+
+impl Deref for Object {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        &self.value
+    }
+}
+
 /// One change, as kept in the history and broadcast to watchers.
 #[derive(Debug)]
 pub(crate) struct StoredEvent {
@@ -43,9 +106,9 @@ pub(crate) struct StoredEvent {
     pub(crate) key: String,
     pub(crate) kind: EventType,
     /// The object after the change (for DELETED: its last state, with the deletion RV).
-    pub(crate) object: Value,
+    pub(crate) object: Arc<Object>,
     /// The object before the change, if there was one.
-    pub(crate) previous: Option<Value>,
+    pub(crate) previous: Option<Arc<Object>>,
 }
 
 /// A requested revision is older than the history reaches.
@@ -76,11 +139,13 @@ pub(crate) struct Store {
 #[derive(Debug)]
 pub(crate) struct Inner {
     rv: u64,
-    buckets: HashMap<&'static str, BTreeMap<String, Value>>,
+    buckets: HashMap<&'static str, BTreeMap<String, Arc<Object>>>,
     history: VecDeque<Arc<StoredEvent>>,
     capacity: usize,
     /// Every change after this revision is in the history.
     floor: u64,
+    /// The revision of each bucket's newest change.
+    changed: HashMap<&'static str, u64>,
     tx: broadcast::Sender<Arc<StoredEvent>>,
 }
 
@@ -96,6 +161,7 @@ impl Store {
                 history: VecDeque::new(),
                 capacity,
                 floor: 0,
+                changed: HashMap::new(),
                 tx,
             }),
         }
@@ -124,14 +190,35 @@ impl Inner {
         self.floor = self.rv;
     }
 
+    /// The revision of the newest change to a bucket (0 when it never changed): equal
+    /// revisions mean equal contents.
+    pub(crate) fn bucket_revision(&self, storage: &str) -> u64 {
+        self.changed.get(storage).copied().unwrap_or(0)
+    }
+
     /// One object.
-    pub(crate) fn get(&self, storage: &str, key: &str) -> Option<&Value> {
+    pub(crate) fn get(&self, storage: &str, key: &str) -> Option<&Arc<Object>> {
         self.buckets.get(storage).and_then(|b| b.get(key))
     }
 
     /// Every object of a bucket, in key order.
-    pub(crate) fn all(&self, storage: &str) -> impl Iterator<Item = (&String, &Value)> {
+    pub(crate) fn all(&self, storage: &str) -> impl Iterator<Item = (&String, &Arc<Object>)> {
         self.buckets.get(storage).into_iter().flat_map(|b| b.iter())
+    }
+
+    /// The objects of a bucket whose keys start with `prefix`, in key order.
+    pub(crate) fn with_prefix<'a>(
+        &'a self,
+        storage: &str,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a Arc<Object>)> {
+        self.buckets.get(storage).into_iter().flat_map(move |b| {
+            b.range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(move |(k, _)| k.starts_with(prefix))
+        })
     }
 
     fn emit(
@@ -139,9 +226,10 @@ impl Inner {
         storage: &'static str,
         key: String,
         kind: EventType,
-        object: Value,
-        previous: Option<Value>,
+        object: Arc<Object>,
+        previous: Option<Arc<Object>>,
     ) {
+        self.changed.insert(storage, self.rv);
         let event = Arc::new(StoredEvent {
             rv: self.rv,
             storage,
@@ -161,41 +249,60 @@ impl Inner {
     }
 
     /// Stores a new object; returns it with its resourceVersion.
-    pub(crate) fn insert(&mut self, storage: &'static str, key: String, mut obj: Value) -> Value {
+    pub(crate) fn insert(
+        &mut self,
+        storage: &'static str,
+        key: String,
+        mut obj: Value,
+    ) -> Arc<Object> {
         self.rv += 1;
         set_rv(&mut obj, self.rv);
+        let obj = Object::new(obj);
         self.buckets
             .entry(storage)
             .or_default()
-            .insert(key.clone(), obj.clone());
-        self.emit(storage, key, EventType::Added, obj.clone(), None);
+            .insert(key.clone(), Arc::clone(&obj));
+        self.emit(storage, key, EventType::Added, Arc::clone(&obj), None);
         obj
     }
 
     /// Replaces an object; returns it with its new resourceVersion.
-    pub(crate) fn replace(&mut self, storage: &'static str, key: String, mut obj: Value) -> Value {
+    pub(crate) fn replace(
+        &mut self,
+        storage: &'static str,
+        key: String,
+        mut obj: Value,
+    ) -> Arc<Object> {
         self.rv += 1;
         set_rv(&mut obj, self.rv);
+        let obj = Object::new(obj);
         let previous = self
             .buckets
             .entry(storage)
             .or_default()
-            .insert(key.clone(), obj.clone());
-        self.emit(storage, key, EventType::Modified, obj.clone(), previous);
+            .insert(key.clone(), Arc::clone(&obj));
+        self.emit(
+            storage,
+            key,
+            EventType::Modified,
+            Arc::clone(&obj),
+            previous,
+        );
         obj
     }
 
     /// Removes an object; returns its last state carrying the deletion revision.
-    pub(crate) fn remove(&mut self, storage: &'static str, key: &str) -> Option<Value> {
+    pub(crate) fn remove(&mut self, storage: &'static str, key: &str) -> Option<Arc<Object>> {
         let previous = self.buckets.get_mut(storage)?.remove(key)?;
         self.rv += 1;
-        let mut last = previous.clone();
+        let mut last = previous.value().clone();
         set_rv(&mut last, self.rv);
+        let last = Object::new(last);
         self.emit(
             storage,
             key.to_owned(),
             EventType::Deleted,
-            last.clone(),
+            Arc::clone(&last),
             Some(previous),
         );
         Some(last)
@@ -206,7 +313,7 @@ impl Inner {
         &self,
         storage: &str,
         rv: u64,
-    ) -> Result<BTreeMap<String, Value>, TooOld> {
+    ) -> Result<BTreeMap<String, Arc<Object>>, TooOld> {
         let mut objects = self.buckets.get(storage).cloned().unwrap_or_default();
         if rv >= self.rv {
             return Ok(objects);
@@ -226,7 +333,7 @@ impl Inner {
                     objects.remove(&event.key);
                 }
                 (_, Some(previous)) => {
-                    objects.insert(event.key.clone(), previous.clone());
+                    objects.insert(event.key.clone(), Arc::clone(previous));
                 }
                 (_, None) => {}
             }

@@ -5,6 +5,9 @@
 //! after the requested revision are collected, and the live subscription is taken, before
 //! the lock is released. No change can fall between the two, and none is sent twice. A
 //! watcher that falls too far behind the broadcast is ended, so its client re-watches.
+//!
+//! Every watcher writes an event from the object's shared JSON text, made once however
+//! many watchers there are, and the lines are written after the lock is released.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,22 +19,32 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::{Instant, sleep_until};
 
 use crate::handlers::{Selection, check_rv_params};
-use crate::kinds::to_external;
+use crate::kinds::external;
 use crate::registry::ResourceDef;
 use crate::server::{AppState, Ctx, Reply, Target};
 use crate::status::{ApiError, Cause, Details};
-use crate::store::{EventType, StoredEvent};
+use crate::store::{EventType, Object, StoredEvent};
 
 /// How long a watch lasts when the client gives no `timeoutSeconds`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 /// How often a bookmark is sent on a long watch that allows them.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
 
-fn line(kind: &str, object: &Value) -> Bytes {
-    let mut bytes =
-        serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
-    bytes.push(b'\n');
+/// `{"object":<object>,"type":"<kind>"}` and a newline: the event as serde_json writes
+/// it, with the object's JSON text copied in. `kind` is one of the watch event types,
+/// which need no escaping.
+fn line_from_text(kind: &str, object: &[u8]) -> Bytes {
+    let mut bytes = Vec::with_capacity(object.len() + 32);
+    bytes.extend_from_slice(b"{\"object\":");
+    bytes.extend_from_slice(object);
+    bytes.extend_from_slice(b",\"type\":\"");
+    bytes.extend_from_slice(kind.as_bytes());
+    bytes.extend_from_slice(b"\"}\n");
     Bytes::from(bytes)
+}
+
+fn line(kind: &str, object: &Value) -> Bytes {
+    line_from_text(kind, &serde_json::to_vec(object).unwrap_or_default())
 }
 
 fn bookmark(def: &ResourceDef, rv: u64, initial_end: bool) -> Bytes {
@@ -51,12 +64,12 @@ fn event_line(def: &ResourceDef, selection: &Selection, event: &StoredEvent) -> 
     if event.storage != def.storage {
         return None;
     }
-    let now = to_external(def, &event.object);
+    let now = external(def, &event.object);
     let now_in = selection.matches(&event.key, &now);
     let before_in = event
         .previous
         .as_ref()
-        .map(|p| selection.matches(&event.key, &to_external(def, p)))
+        .map(|p| selection.matches(&event.key, &external(def, p)))
         .unwrap_or(false);
     let kind = match (event.kind, before_in, now_in) {
         (EventType::Added, _, true) => EventType::Added,
@@ -66,7 +79,7 @@ fn event_line(def: &ResourceDef, selection: &Selection, event: &StoredEvent) -> 
         (EventType::Modified, true, false) => EventType::Deleted,
         _ => return None,
     };
-    Some(line(kind.as_str(), &now))
+    Some(line_from_text(kind.as_str(), now.json()))
 }
 
 /// GET with `watch=true`.
@@ -96,26 +109,20 @@ pub(crate) fn serve(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
         ),
         None => DEFAULT_TIMEOUT,
     };
-    let mut first: Vec<Bytes> = Vec::new();
-    let (rx, start_rv) = {
+    let mut initial: Vec<Arc<Object>> = Vec::new();
+    let mut history: Vec<Arc<StoredEvent>> = Vec::new();
+    let (rx, start_rv, from_scratch) = {
         let st = ctx.state.store.lock();
         let start_rv = st.current_rv();
         let from_scratch = send_initial || matches!(rv, None | Some(0));
         if from_scratch {
-            for (k, obj) in st.all(def.storage) {
-                let external = to_external(def, obj);
-                if selection.matches(k, &external) {
-                    first.push(line("ADDED", &external));
-                }
-            }
-            if send_initial && bookmarks {
-                first.push(bookmark(def, start_rv, true));
-            }
+            initial.extend(st.all(def.storage).filter_map(|(k, obj)| {
+                let external = external(def, obj);
+                selection.matches(k, &external).then_some(external)
+            }));
         } else if let Some(from) = rv {
             match st.events_after(def.storage, from) {
-                Ok(events) => {
-                    first.extend(events.iter().filter_map(|e| event_line(def, &selection, e)))
-                }
+                Ok(events) => history = events,
                 Err(too_old) => {
                     let status = ApiError::expired(too_old.to_string()).to_status();
                     let (tx, rx) = mpsc::channel(1);
@@ -125,8 +132,21 @@ pub(crate) fn serve(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
                 }
             }
         }
-        (st.subscribe(), start_rv)
+        (st.subscribe(), start_rv, from_scratch)
     };
+    // The lines are written from what was collected under the lock, after letting it go.
+    let mut first: Vec<Bytes> = initial
+        .iter()
+        .map(|obj| line_from_text("ADDED", obj.json()))
+        .collect();
+    if from_scratch && send_initial && bookmarks {
+        first.push(bookmark(def, start_rv, true));
+    }
+    first.extend(
+        history
+            .iter()
+            .filter_map(|e| event_line(def, &selection, e)),
+    );
     let (tx, out) = mpsc::channel(64);
     let state = Arc::clone(ctx.state);
     let live = Live {
@@ -200,6 +220,28 @@ impl Live {
                 () = tokio::time::sleep_until(deadline) => return,
                 () = tx.closed() => return,
                 _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_from_text_are_the_events_as_values() {
+        let objects = [
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a\"b"}}),
+            json!({}),
+            json!({"metadata": {"labels": {"x": "\u{e9}\n"}}, "spec": [1, 2.5, null]}),
+        ];
+        for kind in ["ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"] {
+            for object in &objects {
+                let written = line(kind, object);
+                assert_eq!(written.last(), Some(&b'\n'), "one line");
+                let parsed: Value = serde_json::from_slice(&written).expect("valid JSON");
+                assert_eq!(parsed, json!({"type": kind, "object": object}));
             }
         }
     }

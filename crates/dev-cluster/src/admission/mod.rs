@@ -20,6 +20,9 @@ mod rules;
 
 pub(crate) use rules::Operation;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use serde_json::Value;
 use tracing::Instrument;
 
@@ -28,14 +31,16 @@ use crate::patch;
 use crate::registry::{Hooks, ResourceDef};
 use crate::server::{AppState, Ctx, Sub, Target};
 use crate::status::ApiError;
-use crate::store::key;
+use crate::store::{Inner, key};
 use crate::util::new_uid;
 
 use self::review::{ReviewRequest, Verdict};
-use self::rules::{FailurePolicy, Subject, Webhook};
+use self::rules::{FailurePolicy, Subject};
+
+pub(crate) use self::rules::Webhook;
 
 /// The two kinds of webhook configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Phase {
     Mutating,
     Validating,
@@ -47,6 +52,44 @@ impl Phase {
             Phase::Mutating => "mutatingwebhookconfigurations",
             Phase::Validating => "validatingwebhookconfigurations",
         }
+    }
+}
+
+/// The webhooks of one phase's configurations, in calling order.
+type Webhooks = Arc<Vec<Arc<Webhook>>>;
+
+/// The webhooks of the stored configurations, read once per change of their bucket rather
+/// than on every write.
+#[derive(Debug, Default)]
+pub(crate) struct WebhookCache {
+    /// Per phase: the bucket's revision when read, and its webhooks.
+    read: Mutex<HashMap<Phase, (u64, Webhooks)>>,
+}
+
+impl WebhookCache {
+    /// The webhooks of `phase` as the configurations in `st` say now.
+    fn webhooks(&self, st: &Inner, phase: Phase) -> Webhooks {
+        let revision = st.bucket_revision(phase.storage());
+        let mut read = self.read.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((at, webhooks)) = read.get(&phase)
+            && *at == revision
+        {
+            return Arc::clone(webhooks);
+        }
+        let webhooks: Webhooks = Arc::new(
+            st.all(phase.storage())
+                .flat_map(|(_, config)| {
+                    config
+                        .get("webhooks")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                })
+                .filter_map(|w| Webhook::from_json(w).map(Arc::new))
+                .collect(),
+        );
+        read.insert(phase, (revision, Arc::clone(&webhooks)));
+        webhooks
     }
 }
 
@@ -123,29 +166,30 @@ impl<'a> Admission<'a> {
         phase: Phase,
         object: Option<&Value>,
         old: Option<&Value>,
-    ) -> Vec<Webhook> {
+    ) -> Vec<Arc<Webhook>> {
         if self.def.group == "admissionregistration.k8s.io" {
             return Vec::new();
         }
         let st = state.store.lock();
-        let namespace = if self.def.hooks == Hooks::Namespace {
-            object.or(old).cloned()
-        } else if self.namespace.is_empty() {
+        let webhooks = state.webhooks.webhooks(&st, phase);
+        let subject = self.subject();
+        if !webhooks.iter().any(|w| w.rules_match(&subject)) {
+            return Vec::new();
+        }
+        let stored_namespace = if self.def.hooks == Hooks::Namespace || self.namespace.is_empty() {
             None
         } else {
             st.get("namespaces", &key(None, self.namespace)).cloned()
         };
-        let subject = self.subject();
-        st.all(phase.storage())
-            .flat_map(|(_, config)| {
-                config
-                    .get("webhooks")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default()
-            })
-            .filter_map(|w| Webhook::from_json(&w))
-            .filter(|w| w.applies(&subject, namespace.as_ref(), object, old))
+        let namespace = if self.def.hooks == Hooks::Namespace {
+            object.or(old)
+        } else {
+            stored_namespace.as_deref().map(|n| n.value())
+        };
+        webhooks
+            .iter()
+            .filter(|w| w.applies(&subject, namespace, object, old))
+            .cloned()
             .collect()
     }
 
@@ -191,6 +235,16 @@ impl<'a> Admission<'a> {
         }
     }
 
+    /// The mutating webhooks this write goes to, in calling order.
+    pub(crate) fn mutating_webhooks(
+        &self,
+        state: &AppState,
+        object: &Value,
+        old: Option<&Value>,
+    ) -> Vec<Arc<Webhook>> {
+        self.webhooks(state, Phase::Mutating, Some(object), old)
+    }
+
     /// Offers the object to every matching mutating webhook and returns it as they left it.
     /// On DELETE (no object) their patches have nothing to apply to and are ignored.
     pub(crate) async fn mutate(
@@ -199,8 +253,20 @@ impl<'a> Admission<'a> {
         object: Option<Value>,
         old: Option<&Value>,
     ) -> Result<Option<Value>, ApiError> {
+        let webhooks = self.webhooks(state, Phase::Mutating, object.as_ref(), old);
+        self.mutate_with(state, webhooks, object, old).await
+    }
+
+    /// [`Admission::mutate`] with the webhooks already chosen.
+    pub(crate) async fn mutate_with(
+        &self,
+        state: &AppState,
+        webhooks: Vec<Arc<Webhook>>,
+        object: Option<Value>,
+        old: Option<&Value>,
+    ) -> Result<Option<Value>, ApiError> {
         let mut object = object;
-        for webhook in self.webhooks(state, Phase::Mutating, object.as_ref(), old) {
+        for webhook in webhooks {
             let verdict = self.call(state, &webhook, object.as_ref(), old).await?;
             match verdict {
                 None | Some(Verdict::Allowed { patch: None }) => {}

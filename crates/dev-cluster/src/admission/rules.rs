@@ -175,6 +175,11 @@ pub(crate) fn rule_matches(rule: &Value, s: &Subject<'_>) -> bool {
 }
 
 impl Webhook {
+    /// Whether one of the webhook's rules covers the request.
+    pub(crate) fn rules_match(&self, s: &Subject<'_>) -> bool {
+        self.rules.iter().any(|rule| rule_matches(rule, s))
+    }
+
     /// Whether the webhook is called for a request. `namespace` is the Namespace object
     /// the request's object lives in (or is), if any; `object` and `old` are the objects
     /// the review will carry.
@@ -185,16 +190,17 @@ impl Webhook {
         object: Option<&Value>,
         old: Option<&Value>,
     ) -> bool {
-        if !self.rules.iter().any(|rule| rule_matches(rule, s)) {
+        if !self.rules_match(s) {
             return false;
         }
         let namespaced_object = !s.namespace.is_empty() || s.is_namespace;
-        if namespaced_object {
-            // A namespace that is not there has no labels.
-            let ns = namespace.cloned().unwrap_or(Value::Null);
-            if !self.namespace_selector.matches_object(&ns) {
-                return false;
-            }
+        // A namespace that is not there has no labels.
+        if namespaced_object
+            && !self
+                .namespace_selector
+                .matches_object(namespace.unwrap_or(&Value::Null))
+        {
+            return false;
         }
         if self.object_selector.is_empty() {
             return true;

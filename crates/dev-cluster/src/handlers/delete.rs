@@ -1,18 +1,20 @@
 //! Deletes: one object (preconditions, finalizers, propagation, graceful pods,
 //! namespaces) and a selected collection.
 
+use std::sync::Arc;
+
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
 use crate::admission::{Admission, Operation};
-use crate::kinds::{self, to_external, to_storage};
+use crate::kinds::{self, external, to_storage};
 use crate::registry::Hooks;
 use crate::server::{Ctx, Reply, Target};
 use crate::status::{self, ApiError, Cause, Details};
-use crate::store::Inner;
+use crate::store::{Inner, Object};
 use crate::util::{format_time, meta, meta_mut, meta_str};
 
-use super::read::{Selection, list_of};
+use super::read::{Selection, list_reply};
 use super::{finalizers, has_deletion, name_of, not_found, storage_key};
 
 /// DeleteOptions from the body and the query.
@@ -139,7 +141,7 @@ pub(crate) async fn delete(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError>
     let current = {
         let st = ctx.state.store.lock();
         st.get(def.storage, &storage_key(def, t, name))
-            .map(|stored| to_external(def, stored))
+            .map(|stored| external(def, stored))
     };
     let current = current.ok_or_else(|| not_found(def, name))?;
     check_preconditions(t, name, &current, &opts)?;
@@ -148,7 +150,7 @@ pub(crate) async fn delete(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError>
     let stored = st
         .get(def.storage, &storage_key(def, t, name))
         .ok_or_else(|| not_found(def, name))?;
-    let old = to_external(def, stored);
+    let old = external(def, stored);
     check_preconditions(t, name, &old, &opts)?;
     if def.hooks == Hooks::Namespace && matches!(name, "default" | "kube-system" | "kube-public") {
         return Err(ApiError::forbidden(
@@ -156,19 +158,18 @@ pub(crate) async fn delete(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError>
             Details::object(name, "", "namespaces"),
         ));
     }
-    let (code, body) = delete_object(ctx, &mut st, t, name, old, &opts);
-    Ok(Reply::Json(code, body))
+    Ok(delete_object(ctx, &mut st, t, name, old, &opts))
 }
 
-/// Deletes (or starts deleting) one object; the answer's code and body.
+/// Deletes (or starts deleting) one object; the answer.
 fn delete_object(
     ctx: &Ctx<'_>,
     st: &mut Inner,
     t: &Target,
     name: &str,
-    old: Value,
+    old: Arc<Object>,
     opts: &DeleteOptions,
-) -> (u16, Value) {
+) -> Reply {
     let def = t.def;
     let k = storage_key(def, t, name);
     let dry = ctx.dry_run();
@@ -184,26 +185,26 @@ fn delete_object(
     };
     let store = |st: &mut Inner, obj: Value| {
         if dry {
-            obj
+            Object::new(obj)
         } else {
-            to_external(
+            external(
                 def,
-                &st.replace(def.storage, k.clone(), to_storage(def, &obj)),
+                &st.replace(def.storage, k.clone(), to_storage(def, obj)),
             )
         }
     };
     if def.hooks == Hooks::Namespace {
         if has_deletion(&old) {
-            return (200, old);
+            return Reply::Object(200, old);
         }
-        let mut obj = old;
+        let mut obj = old.value().clone();
         meta_mut(&mut obj).insert("deletionTimestamp".into(), format_time(now).into());
         obj["status"] = json!({"phase": "Terminating"});
         let obj = store(st, obj);
         if !dry {
             crate::namespaces::schedule_cleanup(ctx.state, name);
         }
-        return (200, obj);
+        return Reply::Object(200, obj);
     }
     let mut fins = finalizers(&old);
     let orphan =
@@ -221,9 +222,9 @@ fn delete_object(
         };
         if grace > 0 {
             if has_deletion(&old) {
-                return (200, old);
+                return Reply::Object(200, old);
             }
-            let mut obj = old;
+            let mut obj = old.value().clone();
             let at = now
                 .checked_add(SignedDuration::from_secs(grace))
                 .unwrap_or(now);
@@ -231,19 +232,21 @@ fn delete_object(
             meta.insert("deletionTimestamp".into(), format_time(at).into());
             meta.insert("deletionGracePeriodSeconds".into(), grace.into());
             bump_generation(&mut obj);
-            return (200, store(st, obj));
+            return Reply::Object(200, store(st, obj));
         }
-        let mut obj = old;
-        if has_deletion(&obj) {
+        let obj = if has_deletion(&old) {
+            let mut obj = old.value().clone();
             let meta = meta_mut(&mut obj);
             meta.insert("deletionTimestamp".into(), format_time(now).into());
             meta.insert("deletionGracePeriodSeconds".into(), 0.into());
-            obj = store(st, obj);
-        }
+            store(st, obj)
+        } else {
+            old
+        };
         if !dry {
             st.remove(def.storage, &k);
         }
-        return (200, obj);
+        return Reply::Object(200, obj);
     }
     for (wanted, extra) in [(foreground, "foregroundDeletion"), (orphan, "orphan")] {
         if wanted && !fins.iter().any(|f| f == extra) {
@@ -252,9 +255,9 @@ fn delete_object(
     }
     if !fins.is_empty() {
         if has_deletion(&old) {
-            return (200, old);
+            return Reply::Object(200, old);
         }
-        let mut obj = old;
+        let mut obj = old.value().clone();
         let meta = meta_mut(&mut obj);
         meta.insert("finalizers".into(), json!(fins));
         meta.insert("deletionTimestamp".into(), format_time(now).into());
@@ -265,17 +268,17 @@ fn delete_object(
         } else {
             200
         };
-        return (code, store(st, obj));
+        return Reply::Object(code, store(st, obj));
     }
     let uid = meta_str(&old, "uid").to_owned();
     let last = if dry {
         Some(old)
     } else {
-        st.remove(def.storage, &k).map(|o| to_external(def, &o))
+        st.remove(def.storage, &k).map(|o| external(def, &o))
     };
     match (def.return_deleted_object, last) {
-        (true, Some(obj)) => (200, obj),
-        _ => (
+        (true, Some(obj)) => Reply::Object(200, obj),
+        _ => Reply::Json(
             200,
             status::success_deleted(name, def.group, def.plural, &uid),
         ),
@@ -287,10 +290,10 @@ pub(crate) async fn delete_collection(ctx: &Ctx<'_>, t: &Target) -> Result<Reply
     let def = t.def;
     let selection = Selection::parse(ctx, t)?;
     let opts = delete_options(ctx)?;
-    let chosen: Vec<(String, Value)> = {
+    let chosen: Vec<(String, Arc<Object>)> = {
         let st = ctx.state.store.lock();
         st.all(def.storage)
-            .map(|(k, v)| (k.clone(), to_external(def, v)))
+            .map(|(k, v)| (k.clone(), external(def, v)))
             .filter(|(k, v)| selection.matches(k, v))
             .collect()
     };
@@ -315,9 +318,16 @@ pub(crate) async fn delete_collection(ctx: &Ctx<'_>, t: &Target) -> Result<Reply
             continue;
         }
         let target = one(&obj);
-        delete_object(ctx, &mut st, &target, name_of(&target), obj.clone(), &opts);
+        delete_object(
+            ctx,
+            &mut st,
+            &target,
+            name_of(&target),
+            Arc::clone(&obj),
+            &opts,
+        );
         items.push(obj);
     }
     let rv = st.current_rv();
-    Ok(Reply::ok(list_of(def, items, rv, None, None)))
+    Ok(list_reply(def, &items, rv, None, None))
 }

@@ -11,10 +11,12 @@
 //!    retries its guaranteed update. A write pinned to a resourceVersion then fails with
 //!    409 in step 1.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use crate::admission::{Admission, Operation};
-use crate::kinds::{self, to_external, to_storage};
+use crate::kinds::{self, external, to_storage};
 use crate::managed;
 use crate::server::{Ctx, Reply, Target};
 use crate::status::ApiError;
@@ -37,7 +39,7 @@ pub(super) struct Step {
 const ATTEMPTS: usize = 5;
 
 /// Metadata only the server sets: taken from the stored object, whatever the writer or a
-/// webhook put there.
+/// webhook put there. `managedFields` is the server's too, but every caller sets it itself.
 const CARRIED: &[&str] = &[
     "name",
     "namespace",
@@ -46,34 +48,37 @@ const CARRIED: &[&str] = &[
     "deletionTimestamp",
     "deletionGracePeriodSeconds",
     "generation",
-    "managedFields",
     "resourceVersion",
 ];
 
 fn carry_server_meta(old: &Value, new: &mut Value) {
-    let old_meta = meta(old).cloned().unwrap_or_default();
+    let old_meta = meta(old);
     let meta = meta_mut(new);
     for field in CARRIED {
-        match old_meta.get(*field) {
+        match old_meta.and_then(|m| m.get(*field)) {
             Some(v) => meta.insert((*field).to_owned(), v.clone()),
             None => meta.remove(*field),
         };
     }
 }
 
-/// The content of an object that drives `metadata.generation`.
-fn generation_content(obj: &Value) -> Value {
-    let mut content = obj.clone();
-    if let Value::Object(map) = &mut content {
-        for k in ["metadata", "status", "apiVersion", "kind"] {
-            map.remove(k);
+/// Whether two objects agree on the content that drives `metadata.generation`: everything
+/// but metadata, status, apiVersion and kind.
+fn same_generation_content(a: &Value, b: &Value) -> bool {
+    let counted = |(k, _): &(&String, &Value)| {
+        !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind")
+    };
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            a.iter().filter(counted).eq(b.iter().filter(counted))
         }
+        _ => a == b,
     }
-    content
 }
 
 /// Step 2: server metadata and managedFields.
 fn prepare(ctx: &Ctx<'_>, t: &Target, old: &Value, mut new: Value, op: ManagedOp) -> Value {
+    // managedFields are recorded from the old object's entries just below.
     carry_server_meta(old, &mut new);
     let now = now_time();
     let manager = ctx.manager();
@@ -98,25 +103,37 @@ async fn admit(
     let def = t.def;
     let name = name_of(t);
     let admission = Admission::new(ctx, t, Operation::Update, name);
-    // What webhooks set is not recorded in managedFields (kube-wire 14b).
-    let managed = candidate.pointer("/metadata/managedFields").cloned();
-    let mutated = admission
-        .mutate(ctx.state, Some(candidate), Some(old))
-        .await?
-        .unwrap_or(Value::Null);
-    let mut new = scoped_candidate(def, t.sub, old, mutated);
-    if t.sub.is_none() {
-        // A patched object is decoded again, defaults included, as the API server does.
-        kinds::default_fields(def, &mut new);
-    }
-    carry_server_meta(old, &mut new);
-    match managed {
-        Some(m) => meta_mut(&mut new).insert("managedFields".into(), m),
-        None => meta_mut(&mut new).remove("managedFields"),
+    let webhooks = admission.mutating_webhooks(ctx.state, &candidate, Some(old));
+    let mut new = if webhooks.is_empty() {
+        // Nothing can change the candidate: it is already in the write's scope and carries
+        // the server's metadata and the writer's managedFields.
+        let mut new = candidate;
+        if t.sub.is_none() {
+            kinds::default_fields(def, &mut new);
+        }
+        new
+    } else {
+        // What webhooks set is not recorded in managedFields (kube-wire 14b).
+        let managed = candidate.pointer("/metadata/managedFields").cloned();
+        let mutated = admission
+            .mutate_with(ctx.state, webhooks, Some(candidate), Some(old))
+            .await?
+            .unwrap_or(Value::Null);
+        let mut new = scoped_candidate(def, t.sub, old, Cow::Owned(mutated));
+        if t.sub.is_none() {
+            // A patched object is decoded again, defaults included, as the API server does.
+            kinds::default_fields(def, &mut new);
+        }
+        carry_server_meta(old, &mut new);
+        match managed {
+            Some(m) => meta_mut(&mut new).insert("managedFields".into(), m),
+            None => meta_mut(&mut new).remove("managedFields"),
+        };
+        new
     };
     kinds::validate(def, &new, name)?;
     kinds::validate_update(def, old, &new, name)?;
-    if def.generation && generation_content(&new) != generation_content(old) {
+    if def.generation && !same_generation_content(&new, old) {
         let generation = meta(old)
             .and_then(|m| m.get("generation"))
             .and_then(Value::as_i64)
@@ -138,8 +155,8 @@ fn commit(ctx: &Ctx<'_>, st: &mut Inner, t: &Target, old: &Value, new: Value) ->
         st.remove(def.storage, &k);
         return Reply::ok(new);
     }
-    let stored = st.replace(def.storage, k, to_storage(def, &new));
-    Reply::ok(to_external(def, &stored))
+    let stored = st.replace(def.storage, k, to_storage(def, new));
+    Reply::Object(200, external(def, &stored))
 }
 
 /// Runs a write to the existing object of `t`; `compute` is the verb's own work on the
@@ -161,7 +178,7 @@ where
             let stored = st
                 .get(def.storage, &k)
                 .ok_or_else(|| not_found(def, name))?;
-            to_external(def, stored)
+            external(def, stored)
         };
         let step = compute(&old)?;
         let candidate = prepare(ctx, t, &old, step.candidate, step.op);

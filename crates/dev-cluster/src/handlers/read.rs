@@ -2,16 +2,18 @@
 //! resourceVersion semantics.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value, json};
 
-use crate::kinds::to_external;
+use crate::kinds::external;
 use crate::registry::ResourceDef;
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::server::{Ctx, Reply, Target};
 use crate::status::{ApiError, Cause, Details};
+use crate::store::Object;
 
 use super::{name_of, not_found, storage_key};
 
@@ -22,7 +24,7 @@ pub(crate) fn get(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
     let obj = st
         .get(t.def.storage, &storage_key(t.def, t, name))
         .ok_or_else(|| not_found(t.def, name))?;
-    Ok(Reply::ok(to_external(t.def, obj)))
+    Ok(Reply::Object(200, external(t.def, obj)))
 }
 
 /// The parsed list options shared by list and watch.
@@ -107,18 +109,12 @@ pub(crate) fn check_rv_params(ctx: &Ctx<'_>) -> Result<Option<u64>, ApiError> {
     }
 }
 
-pub(super) fn list_of(
-    def: &ResourceDef,
-    items: Vec<Value>,
-    rv: u64,
-    cont: Option<String>,
-    remaining: Option<usize>,
-) -> Value {
+fn list_metadata(rv: u64, cont: Option<String>, remaining: Option<usize>, custom: bool) -> Value {
     let mut metadata = Map::new();
     metadata.insert("resourceVersion".into(), rv.to_string().into());
-    match (&cont, def.custom) {
+    match (cont, custom) {
         (Some(c), _) => {
-            metadata.insert("continue".into(), c.clone().into());
+            metadata.insert("continue".into(), c.into());
         }
         (None, true) => {
             metadata.insert("continue".into(), "".into());
@@ -128,24 +124,45 @@ pub(super) fn list_of(
     if let Some(n) = remaining {
         metadata.insert("remainingItemCount".into(), n.into());
     }
-    let items: Vec<Value> = items
-        .into_iter()
-        .map(|mut item| {
-            if !def.custom
-                && let Value::Object(map) = &mut item
-            {
-                map.remove("apiVersion");
-                map.remove("kind");
-            }
-            item
-        })
-        .collect();
-    json!({
-        "apiVersion": def.api_version(),
-        "kind": def.list_kind(),
-        "metadata": Value::Object(metadata),
-        "items": items,
-    })
+    Value::Object(metadata)
+}
+
+/// A list answer written from the items' shared JSON text: `{"apiVersion", "items",
+/// "kind", "metadata"}` in that order, as serde_json writes the object. Items of built-in
+/// lists go without `apiVersion` and `kind`, as the API server writes them.
+pub(super) fn list_reply(
+    def: &ResourceDef,
+    items: &[Arc<Object>],
+    rv: u64,
+    cont: Option<String>,
+    remaining: Option<usize>,
+) -> Reply {
+    let metadata = list_metadata(rv, cont, remaining, def.custom);
+    let item_text = |item: &Arc<Object>| {
+        if def.custom {
+            item.json().clone()
+        } else {
+            item.list_item_json().clone()
+        }
+    };
+    let size: usize = items.iter().map(|i| item_text(i).len() + 1).sum();
+    let mut out = Vec::with_capacity(size + 256);
+    let text = |v: &Value| serde_json::to_vec(v).unwrap_or_default();
+    out.extend_from_slice(b"{\"apiVersion\":");
+    out.extend_from_slice(&text(&Value::String(def.api_version())));
+    out.extend_from_slice(b",\"items\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&item_text(item));
+    }
+    out.extend_from_slice(b"],\"kind\":");
+    out.extend_from_slice(&text(&Value::String(def.list_kind())));
+    out.extend_from_slice(b",\"metadata\":");
+    out.extend_from_slice(&text(&metadata));
+    out.push(b'}');
+    Reply::JsonText(200, out)
 }
 
 const BAD_CONTINUE: &str =
@@ -197,9 +214,9 @@ pub(crate) fn list(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
             (objects, rv, None)
         }
         None => {
-            let objects: BTreeMap<String, Value> = st
+            let objects: BTreeMap<String, Arc<Object>> = st
                 .all(def.storage)
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| (k.clone(), Arc::clone(v)))
                 .collect();
             (objects, st.current_rv(), None)
         }
@@ -208,7 +225,7 @@ pub(crate) fn list(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
     let mut selected = objects
         .into_iter()
         .filter(|(k, _)| start.as_ref().is_none_or(|s| k.as_str() >= s.as_str()))
-        .map(|(k, v)| (k, to_external(def, &v)))
+        .map(|(k, v)| (k, external(def, &v)))
         .filter(|(k, v)| selection.matches(k, v));
     let mut items = Vec::new();
     let mut last_key = String::new();
@@ -217,16 +234,83 @@ pub(crate) fn list(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
             let rest = 1 + selected.count();
             let remaining = (!selection.filtered()).then_some(rest);
             let token = encode_continue(list_rv, &last_key);
-            return Ok(Reply::ok(list_of(
-                def,
-                items,
-                list_rv,
-                Some(token),
-                remaining,
-            )));
+            return Ok(list_reply(def, &items, list_rv, Some(token), remaining));
         }
         last_key = k;
         items.push(v);
     }
-    Ok(Reply::ok(list_of(def, items, list_rv, None, None)))
+    Ok(list_reply(def, &items, list_rv, None, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::lookup;
+
+    /// The list as a `Value`, the way it was built before lists were written from text.
+    fn list_value(
+        def: &ResourceDef,
+        items: &[Arc<Object>],
+        rv: u64,
+        cont: Option<String>,
+        remaining: Option<usize>,
+    ) -> Value {
+        let items: Vec<Value> = items
+            .iter()
+            .map(|item| {
+                let mut item = item.value().clone();
+                if !def.custom
+                    && let Value::Object(map) = &mut item
+                {
+                    map.remove("apiVersion");
+                    map.remove("kind");
+                }
+                item
+            })
+            .collect();
+        json!({
+            "apiVersion": def.api_version(),
+            "kind": def.list_kind(),
+            "metadata": list_metadata(rv, cont, remaining, def.custom),
+            "items": items,
+        })
+    }
+
+    #[test]
+    fn lists_written_from_text_are_the_lists_as_values() {
+        let pods = lookup("", "v1", "pods").expect("pods");
+        let crs = lookup("cert-manager.io", "v1", "certificaterequests").expect("crs");
+        let pod = |name: &str| {
+            Object::new(json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "labels": {"a": "\"quoted\""}}, "spec": {}}))
+        };
+        let cr = Object::new(json!({"apiVersion": "cert-manager.io/v1",
+            "kind": "CertificateRequest", "metadata": {"name": "c"}}));
+        type Case = (
+            &'static ResourceDef,
+            Vec<Arc<Object>>,
+            Option<String>,
+            Option<usize>,
+        );
+        let cases: Vec<Case> = vec![
+            (pods, vec![], None, None),
+            (pods, vec![pod("a"), pod("b")], None, None),
+            (pods, vec![pod("a")], Some("token".into()), Some(3)),
+            (crs, vec![], None, None),
+            (crs, vec![Arc::clone(&cr), cr], Some("t".into()), None),
+        ];
+        for (def, items, cont, remaining) in cases {
+            let Reply::JsonText(200, text) = list_reply(def, &items, 7, cont.clone(), remaining)
+            else {
+                panic!("a JSON text answer");
+            };
+            let written: Value = serde_json::from_slice(&text).expect("valid JSON");
+            assert_eq!(
+                written,
+                list_value(def, &items, 7, cont, remaining),
+                "{}",
+                def.plural
+            );
+        }
+    }
 }

@@ -1,10 +1,12 @@
 //! Writes: create (with its admission), update (PUT) and patch; both of the latter go
 //! through the common path in `pipeline.rs`.
 
+use std::borrow::Cow;
+
 use serde_json::{Value, json};
 
 use crate::admission::{Admission, Operation};
-use crate::kinds::{self, to_external, to_storage};
+use crate::kinds::{self, external, to_external, to_storage};
 use crate::managed;
 use crate::patch::{self, PatchError, PatchType};
 use crate::registry::{Hooks, ResourceDef};
@@ -177,12 +179,12 @@ pub(super) async fn create_object(
     if ctx.dry_run() {
         return Ok(Reply::Json(201, to_external(def, &obj)));
     }
-    let stored = st.insert(def.storage, k, to_storage(def, &obj));
+    let stored = st.insert(def.storage, k, to_storage(def, obj));
     if def.hooks == Hooks::Namespace {
         // What the service-account controller does for every new namespace.
         seed_default_service_account(&mut st, &name);
     }
-    Ok(Reply::Json(201, to_external(def, &stored)))
+    Ok(Reply::Object(201, external(def, &stored)))
 }
 
 /// Creates the `default` ServiceAccount of a namespace.
@@ -203,23 +205,34 @@ pub(super) fn scoped_candidate(
     def: &ResourceDef,
     sub: Option<Sub>,
     old: &Value,
-    written: Value,
+    written: Cow<'_, Value>,
 ) -> Value {
     match sub {
         Some(Sub::Status) => {
-            let mut candidate = old.clone();
+            let status = match written {
+                Cow::Owned(Value::Object(mut map)) => map.remove("status"),
+                other => other.get("status").cloned(),
+            };
+            let mut candidate = match old {
+                // Everything but the status, which is replaced just below.
+                Value::Object(map) => Value::Object(
+                    map.iter()
+                        .filter(|(k, _)| k.as_str() != "status")
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                ),
+                other => other.clone(),
+            };
             if let Value::Object(map) = &mut candidate {
-                match written.get("status") {
-                    Some(status) if !status.is_null() => {
-                        map.insert("status".into(), status.clone())
-                    }
+                match status {
+                    Some(status) if !status.is_null() => map.insert("status".into(), status),
                     _ => map.remove("status"),
                 };
             }
             candidate
         }
         _ => {
-            let mut candidate = written;
+            let mut candidate = written.into_owned();
             if def.status_subresource
                 && let Value::Object(map) = &mut candidate
             {
@@ -270,7 +283,7 @@ pub(crate) async fn update(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError>
         if !sent_rv.is_empty() && sent_rv != meta_str(old, "resourceVersion") {
             return Err(ApiError::conflict_modified(def.plural, def.group, name));
         }
-        let mut candidate = scoped_candidate(def, t.sub, old, body.clone());
+        let mut candidate = scoped_candidate(def, t.sub, old, Cow::Borrowed(&body));
         if t.sub.is_none() {
             kinds::default_fields(def, &mut candidate);
         }
@@ -376,7 +389,7 @@ fn patch_step(t: &Target, old: &Value, kind: PatchType, body: &Value) -> Result<
             "metadata.name may not be changed by a patch",
         ));
     }
-    let mut candidate = scoped_candidate(def, t.sub, old, patched);
+    let mut candidate = scoped_candidate(def, t.sub, old, Cow::Owned(patched));
     kinds::decode(def, &mut candidate)?;
     if t.sub.is_none() {
         kinds::default_fields(def, &mut candidate);

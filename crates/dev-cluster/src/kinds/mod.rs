@@ -11,10 +11,13 @@ mod webhooks;
 
 pub(crate) use service::allocate as allocate_service_ip;
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value, json};
 
 use crate::registry::{Hooks, ResourceDef};
 use crate::status::{ApiError, Cause, Details};
+use crate::store::Object;
 use crate::util::{format_micro_time, format_time, json_type_name, meta_mut, parse_time};
 
 /// Go's layouts, quoted in the API server's decoding errors.
@@ -624,21 +627,54 @@ pub(crate) fn to_external(def: &ResourceDef, stored: &Value) -> Value {
     obj
 }
 
+/// Whether a stored object already is what clients of `def` see: true for every kind but
+/// the two Event shapes, once `apiVersion` and `kind` are `def`'s.
+fn is_external(def: &ResourceDef, stored: &Value) -> bool {
+    if matches!(def.hooks, Hooks::CoreEvent | Hooks::EventsV1Event) {
+        return false;
+    }
+    let Some(map) = stored.as_object() else {
+        return false;
+    };
+    let api_version = map.get("apiVersion").and_then(Value::as_str);
+    let version_matches = if def.group.is_empty() {
+        api_version == Some(def.version)
+    } else {
+        api_version
+            .and_then(|v| v.strip_prefix(def.group))
+            .and_then(|v| v.strip_prefix('/'))
+            == Some(def.version)
+    };
+    version_matches && map.get("kind").and_then(Value::as_str) == Some(def.kind)
+}
+
+/// [`to_external`] for a stored object, sharing it instead of copying when the shapes agree.
+pub(crate) fn external(def: &ResourceDef, stored: &Arc<Object>) -> Arc<Object> {
+    if is_external(def, stored) {
+        Arc::clone(stored)
+    } else {
+        Object::new(to_external(def, stored))
+    }
+}
+
 /// The storage shape of an object written through `def`.
-pub(crate) fn to_storage(def: &ResourceDef, external: &Value) -> Value {
+pub(crate) fn to_storage(def: &ResourceDef, external: Value) -> Value {
     match def.hooks {
         Hooks::EventsV1Event | Hooks::CoreEvent => {
             let mut map = if def.hooks == Hooks::EventsV1Event {
-                rename(external, false)
+                rename(&external, false)
             } else {
-                external.as_object().cloned().unwrap_or_default()
+                match external {
+                    Value::Object(map) => map,
+                    _ => Map::new(),
+                }
             };
             map.retain(|_, v| !v.is_null());
             map.insert("apiVersion".into(), "v1".into());
             map.insert("kind".into(), "Event".into());
             Value::Object(map)
         }
-        _ => external.clone(),
+        _ => external,
     }
 }
 
@@ -686,12 +722,56 @@ mod tests {
     }
 
     #[test]
+    fn stored_objects_are_shared_only_when_they_are_the_external_shape() {
+        let cr = def("cert-manager.io", "certificaterequests");
+        let pod = def("", "pods");
+        let core = def("", "events");
+        let cases = [
+            (
+                cr,
+                json!({"apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest"}),
+                true,
+            ),
+            (
+                cr,
+                json!({"apiVersion": "cert-manager.io/v2", "kind": "CertificateRequest"}),
+                false,
+            ),
+            (
+                cr,
+                json!({"apiVersion": "v1", "kind": "CertificateRequest"}),
+                false,
+            ),
+            (cr, json!({"kind": "CertificateRequest"}), false),
+            (
+                cr,
+                json!({"apiVersion": "cert-manager.io/v1", "kind": "Pod"}),
+                false,
+            ),
+            (
+                pod,
+                json!({"apiVersion": "v1", "kind": "Pod", "spec": {}}),
+                true,
+            ),
+            (pod, json!({"apiVersion": "apps/v1", "kind": "Pod"}), false),
+            (core, json!({"apiVersion": "v1", "kind": "Event"}), false),
+        ];
+        for (def, stored, shared) in cases {
+            let stored = Object::new(stored);
+            let seen = external(def, &stored);
+            let what = format!("{} {}", def.plural, stored.value());
+            assert_eq!(Arc::ptr_eq(&seen, &stored), shared, "{what}");
+            assert_eq!(seen.value(), &to_external(def, &stored), "{what}");
+        }
+    }
+
+    #[test]
     fn events_round_trip_between_shapes() {
         let v1 = def("events.k8s.io", "events");
         let core = def("", "events");
         let written = json!({"metadata": {"name": "e"}, "eventTime": "t", "note": "n",
             "regarding": {"name": "cr-1"}, "reportingController": "c", "type": "Normal"});
-        let stored = to_storage(v1, &written);
+        let stored = to_storage(v1, written.clone());
         assert_eq!(stored["message"], "n");
         let as_core = to_external(core, &stored);
         assert_eq!(as_core["involvedObject"]["name"], "cr-1");
