@@ -31,14 +31,7 @@ pub(crate) fn run(bench: Bench) -> anyhow::Result<()> {
                 .map_or_else(|| root.join("target"), std::path::PathBuf::from);
             let binary = target.join("release/nico-identity");
             let status = Command::new("cargo")
-                .args([
-                    "run",
-                    "--release",
-                    "-p",
-                    "nico-identity-tests",
-                    "--bin",
-                    "bench-csi-node",
-                ])
+                .args(["bench", "-p", "nico-identity-tests", "--bench", "csi_node"])
                 .env("NICO_IDENTITY_BIN", &binary)
                 .current_dir(&root)
                 .status()
