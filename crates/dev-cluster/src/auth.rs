@@ -6,9 +6,13 @@
 //! or secret it is bound to, still exist with the uids in the token. A success cache (off
 //! by default; kube-apiserver keeps one for 10 s) can model the grace a real server gives
 //! a token whose pod was just deleted.
+//!
+//! A signature, once verified, is remembered (by the token's SHA-256): it cannot stop being
+//! valid, and verifying it again on every request was most of the cost of a request made
+//! with a service-account token. Everything else is checked on every request.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::digest;
@@ -92,6 +96,11 @@ fn go_quoted(items: &[String]) -> String {
 type CacheKey = (Vec<u8>, Vec<String>);
 /// A remembered success: the user, the audiences accepted, and until when.
 type CacheEntry = (UserInfo, Vec<String>, Instant);
+/// The SHA-256 of a token's text.
+type TokenDigest = [u8; 32];
+
+/// How many verified signatures are remembered; past this the memory starts over.
+const VERIFIED_CAPACITY: usize = 4096;
 
 /// Checks bearer tokens.
 #[derive(Debug)]
@@ -100,17 +109,41 @@ pub(crate) struct Authenticator {
     signer: TokenSigner,
     cache_ttl: Duration,
     cache: Mutex<HashMap<CacheKey, CacheEntry>>,
+    /// The claims of tokens whose signature was verified.
+    verified: Mutex<HashMap<TokenDigest, Arc<Claims>>>,
+}
+
+fn token_digest(token: &str) -> TokenDigest {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
+    out
 }
 
 impl Authenticator {
     pub(crate) fn new(admin: BearerToken, signer: TokenSigner, cache_ttl: Duration) -> Self {
-        let cache = Mutex::new(HashMap::new());
         Authenticator {
             admin,
             signer,
             cache_ttl,
-            cache,
+            cache: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The claims of a token this cluster signed, its signature verified once.
+    fn verified_claims(&self, token: &str) -> Result<Arc<Claims>, AuthFailure> {
+        let digest = token_digest(token);
+        let lock = || self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(claims) = lock().get(&digest) {
+            return Ok(Arc::clone(claims));
+        }
+        let claims = Arc::new(self.signer.verify(token).map_err(|_| AuthFailure::Invalid)?);
+        let mut verified = lock();
+        if verified.len() >= VERIFIED_CAPACITY {
+            verified.clear();
+        }
+        verified.insert(digest, Arc::clone(&claims));
+        Ok(claims)
     }
 
     /// Signs service-account token claims.
@@ -151,28 +184,20 @@ impl Authenticator {
         if token == self.admin.expose() {
             return Ok((UserInfo::admin(), audiences.to_vec()));
         }
-        let cache_key = (
-            digest::digest(&digest::SHA256, token.as_bytes())
-                .as_ref()
-                .to_vec(),
-            audiences.to_vec(),
-        );
+        let cache_key = || (token_digest(token).to_vec(), audiences.to_vec());
         if !self.cache_ttl.is_zero() {
             let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
             cache.retain(|_, (_, _, until)| *until > Instant::now());
-            if let Some((user, aud, _)) = cache.get(&cache_key) {
+            if let Some((user, aud, _)) = cache.get(&cache_key()) {
                 return Ok((user.clone(), aud.clone()));
             }
         }
-        let claims = self
-            .signer
-            .verify(token)
-            .map_err(|_| AuthFailure::Invalid)?;
+        let claims = self.verified_claims(token)?;
         let accepted = check_claims(&claims, audiences, store)?;
         if !self.cache_ttl.is_zero() {
             let until = Instant::now() + self.cache_ttl;
             let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            cache.insert(cache_key, (accepted.0.clone(), accepted.1.clone(), until));
+            cache.insert(cache_key(), (accepted.0.clone(), accepted.1.clone(), until));
         }
         Ok(accepted)
     }
@@ -262,6 +287,71 @@ fn check_claims(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tokens::{KubernetesClaims, NamedRef};
+
+    fn claims(pod_uid: &str, sa_uid: &str) -> Claims {
+        let now = jiff::Timestamp::now().as_second();
+        Claims {
+            aud: vec![API_AUDIENCE.to_owned()],
+            exp: now + 3600,
+            iat: now,
+            iss: API_AUDIENCE.to_owned(),
+            jti: "j".into(),
+            kubernetes: KubernetesClaims {
+                namespace: "ns".into(),
+                node: None,
+                pod: Some(NamedRef {
+                    name: "p".into(),
+                    uid: Some(pod_uid.into()),
+                }),
+                secret: None,
+                serviceaccount: NamedRef {
+                    name: "sa".into(),
+                    uid: Some(sa_uid.into()),
+                },
+            },
+            nbf: now,
+            sub: "system:serviceaccount:ns:sa".into(),
+        }
+    }
+
+    #[test]
+    fn a_remembered_signature_still_gets_every_other_check() {
+        let store = Store::new(10);
+        {
+            let mut st = store.lock();
+            let sa = json!({"metadata": {"name": "sa", "namespace": "ns", "uid": "sa-1"}});
+            let pod = json!({"metadata": {"name": "p", "namespace": "ns", "uid": "pod-1"}});
+            st.insert("serviceaccounts", key(Some("ns"), "sa"), sa);
+            st.insert("pods", key(Some("ns"), "p"), pod);
+        }
+        let signer = TokenSigner::generate().expect("a key");
+        let other = TokenSigner::generate().expect("a key");
+        let auth = Authenticator::new(BearerToken::new("admin".into()), signer, Duration::ZERO);
+        let token = auth.issue(&claims("pod-1", "sa-1")).expect("signed");
+        let aud = [API_AUDIENCE.to_owned()];
+        for _ in 0..2 {
+            let (user, _) = auth.review(token.expose(), &aud, &store).expect("accepted");
+            assert_eq!(user.username, "system:serviceaccount:ns:sa");
+        }
+        let forged = other.sign(&claims("pod-1", "sa-1")).expect("signed");
+        assert_eq!(
+            auth.review(forged.expose(), &aud, &store).map(|_| ()),
+            Err(AuthFailure::Invalid),
+            "another key's signature is never taken for a remembered one"
+        );
+        let other_aud = ["https://vault".to_owned()];
+        assert!(matches!(
+            auth.review(token.expose(), &other_aud, &store),
+            Err(AuthFailure::Audience { .. })
+        ));
+        store.lock().remove("pods", &key(Some("ns"), "p"));
+        assert_eq!(
+            auth.review(token.expose(), &aud, &store).map(|_| ()),
+            Err(AuthFailure::Invalidated),
+            "the bound pod is looked up again"
+        );
+    }
 
     #[test]
     fn audience_error_reads_like_go() {
