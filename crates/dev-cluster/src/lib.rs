@@ -270,6 +270,7 @@ impl DevCluster {
             priority_level_uid: util::new_uid(),
             services: RwLock::new(config.services.clone()),
             webhooks: admission::WebhookCache::default(),
+            webhook_connections: admission::Connections::default(),
         });
         let app = axum::Router::new()
             .fallback(server::entry)

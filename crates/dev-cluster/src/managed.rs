@@ -11,6 +11,7 @@
 //! every object node of a custom resource, but only map-typed fields (labels, annotations,
 //! ConfigMap data, ...) of a built-in type, whose other structs are plain containers.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
@@ -32,9 +33,10 @@ pub(crate) enum Scope {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-enum Node {
-    /// A leaf with its value (scalars, atomic lists and structs, empty objects).
-    Leaf(Value),
+enum Node<'a> {
+    /// A leaf with its value (scalars, atomic lists and structs, empty objects), borrowed
+    /// from the object walked.
+    Leaf(Cow<'a, Value>),
     /// An object or list node; `member` says whether it is in an Update's set itself.
     Container { member: bool },
     /// An item of a keyed or set list: always a member.
@@ -68,13 +70,13 @@ pub(crate) fn list_keys(field: &str) -> Option<&'static [&'static str]> {
     })
 }
 
-struct Walker<'a> {
-    def: &'a ResourceDef,
-    nodes: BTreeMap<Path, Node>,
+struct Walker<'d, 'a> {
+    def: &'d ResourceDef,
+    nodes: BTreeMap<Path, Node<'a>>,
 }
 
-impl Walker<'_> {
-    fn walk_field(&mut self, path: &mut Path, dotted: &str, name: &str, value: &Value) {
+impl<'a> Walker<'_, 'a> {
+    fn walk_field(&mut self, path: &mut Path, dotted: &str, name: &str, value: &'a Value) {
         if value.is_null() {
             return;
         }
@@ -88,19 +90,55 @@ impl Walker<'_> {
         path.pop();
     }
 
-    fn walk_value(&mut self, path: &mut Path, dotted: &str, name: &str, value: &Value) {
+    /// An object node and its fields: a container unless it is empty or atomic.
+    fn walk_map(
+        &mut self,
+        path: &mut Path,
+        dotted: &str,
+        fields: &[(&'a String, &'a Value)],
+    ) -> bool {
+        if fields.is_empty() || self.def.atomic_fields.contains(&dotted) {
+            return false;
+        }
+        let member = if self.def.custom {
+            dotted != "metadata"
+        } else {
+            matches!(dotted, "metadata.labels" | "metadata.annotations")
+                || self.def.map_fields.contains(&dotted)
+        };
+        self.nodes.insert(path.clone(), Node::Container { member });
+        for (k, v) in fields {
+            self.walk_field(path, dotted, k, v);
+        }
+        true
+    }
+
+    /// `metadata` without the fields the server owns, which are never tracked.
+    fn walk_metadata(&mut self, path: &mut Path, meta: &'a Map<String, Value>) {
+        let kept: Vec<(&'a String, &'a Value)> = meta
+            .iter()
+            .filter(|(k, _)| !UNTRACKED_META.contains(&k.as_str()))
+            .collect();
+        if kept.is_empty() {
+            return;
+        }
+        path.push("f:metadata".to_owned());
+        if !self.walk_map(path, "metadata", &kept) {
+            let leaf = kept
+                .into_iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            self.nodes
+                .insert(path.clone(), Node::Leaf(Cow::Owned(Value::Object(leaf))));
+        }
+        path.pop();
+    }
+
+    fn walk_value(&mut self, path: &mut Path, dotted: &str, name: &str, value: &'a Value) {
         match value {
             Value::Object(map) if !map.is_empty() && !self.def.atomic_fields.contains(&dotted) => {
-                let member = if self.def.custom {
-                    dotted != "metadata"
-                } else {
-                    matches!(dotted, "metadata.labels" | "metadata.annotations")
-                        || self.def.map_fields.contains(&dotted)
-                };
-                self.nodes.insert(path.clone(), Node::Container { member });
-                for (k, v) in map {
-                    self.walk_field(path, dotted, k, v);
-                }
+                let fields: Vec<(&'a String, &'a Value)> = map.iter().collect();
+                self.walk_map(path, dotted, &fields);
             }
             Value::Array(items) if dotted == "metadata.finalizers" => {
                 self.nodes.insert(
@@ -131,7 +169,7 @@ impl Walker<'_> {
                 }
             }
             other => {
-                self.nodes.insert(path.clone(), Node::Leaf(other.clone()));
+                self.nodes.insert(path.clone(), Node::Leaf(Cow::Borrowed(other)));
             }
         }
     }
@@ -164,7 +202,7 @@ fn keyed(name: &str, items: &[Value]) -> Option<Vec<String>> {
     Some(out)
 }
 
-fn nodes(def: &ResourceDef, obj: &Value, scope: Scope) -> BTreeMap<Path, Node> {
+fn nodes<'a>(def: &ResourceDef, obj: &'a Value, scope: Scope) -> BTreeMap<Path, Node<'a>> {
     let mut walker = Walker {
         def,
         nodes: BTreeMap::new(),
@@ -187,18 +225,9 @@ fn nodes(def: &ResourceDef, obj: &Value, scope: Scope) -> BTreeMap<Path, Node> {
             continue;
         }
         if key == "metadata" {
-            let Some(meta) = value.as_object() else {
-                continue;
-            };
-            let kept: Map<String, Value> = meta
-                .iter()
-                .filter(|(k, _)| !UNTRACKED_META.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            if kept.is_empty() {
-                continue;
+            if let Some(meta) = value.as_object() {
+                walker.walk_metadata(&mut path, meta);
             }
-            walker.walk_field(&mut path, "", key, &Value::Object(kept));
         } else {
             walker.walk_field(&mut path, "", key, value);
         }
@@ -391,7 +420,23 @@ pub(crate) fn record_update(def: &ResourceDef, old: &Value, new: &mut Value, w: 
             }),
         }
     }
-    prune(def, new, &mut entries);
+    // The nodes of the write's scope are known already; only the other scope is walked.
+    let other = match w.scope {
+        Scope::Main => Some(nodes(def, new, Scope::Status)),
+        Scope::Status => Some(nodes(def, new, Scope::Main)),
+        Scope::Whole => None,
+    };
+    match other {
+        Some(other) => {
+            for entry in &mut entries {
+                entry
+                    .set
+                    .retain(|p| after.contains_key(p) || other.contains_key(p));
+            }
+        }
+        None => prune(def, new, &mut entries),
+    }
+    drop(after);
     write_entries(new, entries);
 }
 

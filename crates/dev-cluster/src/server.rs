@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use crate::ServiceRef;
 use crate::access_reviews::{self, ReviewKind};
-use crate::admission::WebhookCache;
+use crate::admission::{Connections, WebhookCache};
 use crate::auth::{Authenticator, UserInfo};
 use crate::authz::{self, Attributes, Authorization, ResourceAttributes};
 use crate::registry::{self, ResourceDef};
@@ -45,6 +45,8 @@ pub(crate) struct AppState {
     pub(crate) services: RwLock<BTreeMap<ServiceRef, SocketAddr>>,
     /// The admission webhooks, read from their configurations.
     pub(crate) webhooks: WebhookCache,
+    /// Kept-alive connections to admission webhooks.
+    pub(crate) webhook_connections: Connections,
 }
 
 /// What a handler answers.

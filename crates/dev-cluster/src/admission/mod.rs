@@ -18,6 +18,7 @@ mod client;
 mod review;
 mod rules;
 
+pub(crate) use client::Connections;
 pub(crate) use rules::Operation;
 
 use std::collections::HashMap;
@@ -206,14 +207,24 @@ impl<'a> Admission<'a> {
             serde_json::to_vec(&self.review().to_review(&uid, object, old)).map_err(|e| {
                 ApiError::internal(format!("failed to encode the AdmissionReview: {e}"))
             })?;
-        let services = state
-            .services
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let target = client::target(
+            &webhook.endpoint,
+            webhook.timeout,
+            &state
+                .services
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         let outcome = async {
-            let target = client::target(&webhook.endpoint, webhook.timeout, &services)?;
-            let answer = client::post(&target, &webhook.ca_bundle, body, webhook.timeout).await?;
+            let target = target?;
+            let answer = client::post(
+                &state.webhook_connections,
+                &target,
+                &webhook.ca_bundle,
+                body,
+                webhook.timeout,
+            )
+            .await?;
             review::read_response(&uid, &answer).map_err(client::CallError::Invalid)
         }
         .instrument(tracing::debug_span!("admission", webhook = %webhook.name, %uid))
