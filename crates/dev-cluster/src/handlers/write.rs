@@ -131,9 +131,10 @@ pub(super) async fn create_object(
     }
     kinds::admit_create(def, &mut obj);
     if def.hooks == Hooks::CertificateRequest && ctx.state.stamp_requester_identity {
-        // TODO(#6): the project's own mutating webhook takes this over; a real API server
-        // without such admission stores the client's values verbatim (kube-wire 11b/11c).
-        // Until then it runs here as a built-in plugin would: before any webhook.
+        // Stands in for cert-manager's webhook in clusters made without nico-identity's own
+        // (`nico-identity webhook` stamps through a real mutating webhook call). A real API
+        // server with neither stores the client's values verbatim (kube-wire 11b/11c), so
+        // this is opt-in and runs as a built-in plugin would: before any webhook.
         stamp_requester(&mut obj, ctx.user);
     }
     check_namespace(&ctx.state.store.lock(), def, t, &name)?;
