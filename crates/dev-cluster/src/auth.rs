@@ -137,7 +137,11 @@ impl Authenticator {
         if let Some(claims) = lock().get(&digest) {
             return Ok(Arc::clone(claims));
         }
-        let claims = Arc::new(self.signer.verify(token).map_err(|_| AuthFailure::Invalid)?);
+        let claims = Arc::new(
+            self.signer
+                .verify(token)
+                .map_err(|_| AuthFailure::Invalid)?,
+        );
         let mut verified = lock();
         if verified.len() >= VERIFIED_CAPACITY {
             verified.clear();

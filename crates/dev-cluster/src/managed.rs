@@ -169,7 +169,8 @@ impl<'a> Walker<'_, 'a> {
                 }
             }
             other => {
-                self.nodes.insert(path.clone(), Node::Leaf(Cow::Borrowed(other)));
+                self.nodes
+                    .insert(path.clone(), Node::Leaf(Cow::Borrowed(other)));
             }
         }
     }

@@ -340,10 +340,7 @@ async fn send(
         .header(http::header::USER_AGENT, "kube-apiserver-admission")
         .body(Full::new(body))
         .map_err(|e| transport(e.to_string()))?;
-    sender
-        .ready()
-        .await
-        .map_err(|e| transport(e.to_string()))?;
+    sender.ready().await.map_err(|e| transport(e.to_string()))?;
     let response = sender
         .send_request(request)
         .await
@@ -501,9 +498,15 @@ mod tests {
         let t = Duration::from_secs(5);
         let to = target(&Endpoint::Url(url.clone()), t, &BTreeMap::new()).expect("loopback");
         let tls = tls::ServingTls::generate().expect("a CA");
-        let err = post(&Connections::default(), &to, tls.ca_pem.as_bytes(), b"{}".to_vec(), t)
-            .await
-            .expect_err("nothing listens");
+        let err = post(
+            &Connections::default(),
+            &to,
+            tls.ca_pem.as_bytes(),
+            b"{}".to_vec(),
+            t,
+        )
+        .await
+        .expect_err("nothing listens");
         assert_eq!(
             err.to_string(),
             format!(
