@@ -35,6 +35,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// How many unused connections are kept per pool.
 const MAX_IDLE: usize = 32;
 
+/// The sending half of one HTTP/1.1 connection to a webhook.
+type Sender = SendRequest<Full<Bytes>>;
+
 /// Where connections go and whom they trust: one pool each.
 type PoolKey = (SocketAddr, ServerName<'static>, Vec<u8>);
 
@@ -42,7 +45,7 @@ type PoolKey = (SocketAddr, ServerName<'static>, Vec<u8>);
 /// time each was last used.
 struct Pool {
     config: Arc<ClientConfig>,
-    idle: Vec<(SendRequest<Full<Bytes>>, Instant)>,
+    idle: Vec<(Sender, Instant)>,
 }
 
 /// Kept-alive connections to webhooks.
@@ -64,10 +67,7 @@ impl std::fmt::Debug for Connections {
 
 impl Connections {
     /// The pool's TLS configuration and an unused live connection, if there is one.
-    fn take(
-        &self,
-        key: &PoolKey,
-    ) -> Result<(Arc<ClientConfig>, Option<SendRequest<Full<Bytes>>>), tls::TlsError> {
+    fn take(&self, key: &PoolKey) -> Result<(Arc<ClientConfig>, Option<Sender>), tls::TlsError> {
         let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
         let pool = match pools.get_mut(key) {
             Some(pool) => pool,
@@ -87,7 +87,7 @@ impl Connections {
     }
 
     /// Keeps a connection whose exchange finished for the next call.
-    fn put_back(&self, key: PoolKey, sender: SendRequest<Full<Bytes>>) {
+    fn put_back(&self, key: PoolKey, sender: Sender) {
         if sender.is_closed() {
             return;
         }
@@ -292,10 +292,7 @@ async fn exchange(
 }
 
 /// Opens a connection: TCP, the TLS handshake trusting `config`, HTTP/1.1.
-async fn connect(
-    target: &Target,
-    config: Arc<ClientConfig>,
-) -> Result<SendRequest<Full<Bytes>>, CallError> {
+async fn connect(target: &Target, config: Arc<ClientConfig>) -> Result<Sender, CallError> {
     let transport = |cause: String| CallError::Transport {
         url: target.url.clone(),
         cause,
@@ -323,10 +320,10 @@ async fn connect(
 /// then dropped); the inner result is the webhook's answer, the connection handed back
 /// for the next call.
 async fn send(
-    mut sender: SendRequest<Full<Bytes>>,
+    mut sender: Sender,
     target: &Target,
     body: Bytes,
-) -> Result<(SendRequest<Full<Bytes>>, Result<Vec<u8>, CallError>), CallError> {
+) -> Result<(Sender, Result<Vec<u8>, CallError>), CallError> {
     let transport = |cause: String| CallError::Transport {
         url: target.url.clone(),
         cause,
