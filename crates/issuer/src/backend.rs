@@ -2,7 +2,6 @@
 //! healthy (CA rotation, Vault token and health) by a task each.
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use nico_runtime::ReadyFlag;
 use time::OffsetDateTime;
@@ -11,12 +10,9 @@ use tracing::{info, warn};
 
 use crate::ca_store::CaStore;
 use crate::config::{BackendSettings, ValidLocalCa};
-use crate::local_ca::{CaError, Issued, LocalCa, SignError, SignRequest};
+use crate::local_ca::{CaError, CaMaterial, Issued, LocalCa, SignError, SignRequest};
 use crate::metrics::Metrics;
 use crate::vault::{VaultBackend, VaultError};
-
-/// How often a generated CA is checked for rotation.
-const ROTATION_CHECK: Duration = Duration::from_secs(60);
 
 /// Why a backend could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +34,8 @@ pub(crate) enum SignFailure {
     Transient(String),
 }
 
-/// A local CA that may be replaced while running (rotation).
+/// A local CA that may be replaced while running: rotated when generated, or read again
+/// when the operator replaces its files or Secret.
 #[derive(Debug)]
 pub(crate) struct LocalBackend {
     ca: RwLock<Arc<LocalCa>>,
@@ -46,6 +43,16 @@ pub(crate) struct LocalBackend {
     settings: ValidLocalCa,
     /// When the operator was last told to rotate their CA (once a day is enough).
     last_warning: std::sync::Mutex<Option<OffsetDateTime>>,
+    /// The stored material `ca` was made from, to notice a replacement; and stored material
+    /// found unusable, so the same broken replacement is reported once.
+    seen: std::sync::Mutex<Seen>,
+}
+
+/// The material a [`LocalBackend`] last read.
+#[derive(Debug, Default)]
+struct Seen {
+    in_use: CaMaterial,
+    refused: Option<CaMaterial>,
 }
 
 impl LocalBackend {
@@ -78,6 +85,10 @@ impl LocalBackend {
             store,
             settings: settings.clone(),
             last_warning: std::sync::Mutex::new(None),
+            seen: std::sync::Mutex::new(Seen {
+                in_use: material,
+                refused: None,
+            }),
         };
         backend.rotate_if_due(OffsetDateTime::now_utc()).await?;
         Ok(backend)
@@ -91,14 +102,56 @@ impl LocalBackend {
             .clone()
     }
 
+    /// Reads the stored CA again and switches to it when it changed and is usable. A
+    /// replacement that cannot be used (a key that does not match, an expired certificate,
+    /// a deleted Secret) is reported and the CA in use goes on signing.
+    async fn reload_if_replaced(&self) -> Result<(), CaError> {
+        let location = self.store.location();
+        let Some(material) = self.store.load().await? else {
+            return Err(CaError::Missing { location });
+        };
+        {
+            let seen = self
+                .seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if material == seen.in_use || seen.refused.as_ref() == Some(&material) {
+                return Ok(());
+            }
+        }
+        match LocalCa::from_material(&material, &location) {
+            Ok(ca) => {
+                info!(location = %location, not_after = %ca.not_after(), "loaded a replaced CA");
+                *self
+                    .ca
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(ca);
+                let mut seen = self
+                    .seen
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                *seen = Seen {
+                    in_use: material,
+                    refused: None,
+                };
+                Ok(())
+            }
+            Err(error) => {
+                self.seen
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .refused = Some(material);
+                Err(error)
+            }
+        }
+    }
+
     /// Replaces a generated CA that is due, keeping its roots published.
     async fn rotate_if_due(&self, now: OffsetDateTime) -> Result<(), CaError> {
         let current = self.current();
         if !current.due_for_rotation(now) {
             return Ok(());
         }
-        // TODO(#5): reload a CA the operator replaced in its files or Secret while running;
-        // today a restart picks it up, and only generated CAs rotate by themselves.
         if !self.settings.generate {
             // One critical section of a read and a write: a poisoned lock is consistent.
             let mut last = self
@@ -118,6 +171,10 @@ impl LocalBackend {
         let material = current.rotate(self.settings.validity, now)?;
         self.store.store(&material, true).await?;
         let rotated = LocalCa::from_material(&material, &self.store.location())?;
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .in_use = material;
         info!(
             location = %self.store.location(),
             not_after = %rotated.not_after(),
@@ -169,8 +226,14 @@ impl Backend {
                     };
                     loop {
                         tokio::select! {
-                            () = tokio::time::sleep(ROTATION_CHECK) => {}
+                            () = tokio::time::sleep(local.settings.reload_interval) => {}
                             () = shutdown.cancelled() => return,
+                        }
+                        if let Err(error) = local.reload_if_replaced().await {
+                            warn!(
+                                %error,
+                                "the stored CA cannot be used; signing with the one loaded before"
+                            );
                         }
                         if let Err(error) = local.rotate_if_due(OffsetDateTime::now_utc()).await {
                             warn!(%error, "failed to rotate the CA; retrying");

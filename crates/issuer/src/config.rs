@@ -65,6 +65,11 @@ pub struct LocalCaConfig {
     /// Lifetime of a generated CA, Go duration syntax.
     #[serde(default = "default_ca_validity")]
     pub validity: String,
+    /// How often the files or Secret are read again, so a CA the operator replaced is
+    /// used without a restart (and a generated one is checked for rotation). Go duration
+    /// syntax, between 1s and 24h.
+    #[serde(default = "default_ca_reload_interval")]
+    pub reload_interval: String,
 }
 
 /// A Vault or OpenBao PKI secrets engine.
@@ -145,6 +150,10 @@ fn default_ca_validity() -> String {
     "8760h".to_owned()
 }
 
+fn default_ca_reload_interval() -> String {
+    "1m".to_owned()
+}
+
 fn default_pki_mount() -> String {
     "pki".to_owned()
 }
@@ -182,6 +191,7 @@ impl Default for Config {
                     secret: None,
                     generate: false,
                     validity: default_ca_validity(),
+                    reload_interval: default_ca_reload_interval(),
                 }),
                 vault: None,
             }],
@@ -259,6 +269,8 @@ pub struct ValidLocalCa {
     pub generate: bool,
     /// Lifetime of a generated CA.
     pub validity: Duration,
+    /// How often the stored CA is read again and checked for rotation.
+    pub reload_interval: Duration,
 }
 
 /// A validated Vault configuration.
@@ -367,6 +379,14 @@ fn validate_local_ca(
             "must be at least 1h: leaves never outlive their CA".into(),
         ));
     }
+    let reload_interval = parse_duration(&ca.reload_interval)
+        .map_err(|reason| invalid("local_ca.reload_interval", reason))?;
+    if !(Duration::from_secs(1)..=Duration::from_secs(24 * 3600)).contains(&reload_interval) {
+        return Err(invalid(
+            "local_ca.reload_interval",
+            format!("{:?} is outside 1s to 24h", ca.reload_interval),
+        ));
+    }
     let source = match (&ca.secret, &ca.certificate, &ca.key) {
         (Some(secret), None, None) => {
             let Some((namespace, name)) = secret.split_once('/') else {
@@ -410,6 +430,7 @@ fn validate_local_ca(
         source,
         generate: ca.generate,
         validity,
+        reload_interval,
     })
 }
 
@@ -542,6 +563,18 @@ mod tests {
             (
                 |c| c.issuers[0].local_ca.as_mut().unwrap().validity = "forever".into(),
                 "issuer.issuers[0].local_ca.validity",
+            ),
+            (
+                |c| c.issuers[0].local_ca.as_mut().unwrap().reload_interval = "0s".into(),
+                "issuer.issuers[0].local_ca.reload_interval",
+            ),
+            (
+                |c| c.issuers[0].local_ca.as_mut().unwrap().reload_interval = "48h".into(),
+                "issuer.issuers[0].local_ca.reload_interval",
+            ),
+            (
+                |c| c.issuers[0].local_ca.as_mut().unwrap().reload_interval = "often".into(),
+                "issuer.issuers[0].local_ca.reload_interval",
             ),
             (
                 |c| c.issuers[0].local_ca.as_mut().unwrap().secret = Some("ns/x".into()),

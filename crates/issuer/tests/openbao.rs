@@ -107,6 +107,7 @@ async fn signs_every_chain_shape_and_leaves_other_requests_alone() {
             secret: None,
             generate: true,
             validity: "24h".to_owned(),
+            reload_interval: "1m".to_owned(),
         }),
         vault: None,
     };

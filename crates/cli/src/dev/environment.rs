@@ -197,6 +197,7 @@ impl DevEnvironment {
                 secret: None,
                 generate: true,
                 validity: "8760h".to_owned(),
+                reload_interval: "1m".to_owned(),
             }),
             vault: None,
         }];
