@@ -156,3 +156,23 @@ pub(crate) fn inputs(seeds: Vec<Vec<u8>>, max_len: usize) -> impl Strategy<Value
 pub(crate) fn text_inputs(seeds: Vec<Vec<u8>>, max_len: usize) -> impl Strategy<Value = String> {
     inputs(seeds, max_len).prop_map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
 }
+
+/// A list of one to eight edits, kept apart from the input it will change: for targets that
+/// mutate one layer of a structured input (the signed part of a CSR, a path inside a
+/// request) and rebuild the rest around it.
+#[derive(Clone, Debug)]
+pub(crate) struct Mutation(Vec<Edit>);
+
+impl Mutation {
+    /// `input` with the edits applied; splices take their tails from `donors` (at least
+    /// one).
+    pub(crate) fn apply(&self, input: Vec<u8>, donors: &[Vec<u8>]) -> Vec<u8> {
+        assert!(!donors.is_empty(), "mutations need at least one donor");
+        apply(input, &self.0, donors)
+    }
+}
+
+/// Strategy for a [`Mutation`].
+pub(crate) fn mutation() -> impl Strategy<Value = Mutation> {
+    prop::collection::vec(edit(), 1..8).prop_map(Mutation)
+}

@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use x509_parser::asn1_rs::{Any, Class, Tag};
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::cri_attributes::ParsedCriAttribute;
 use x509_parser::error::X509Error;
@@ -15,19 +16,26 @@ use x509_parser::extensions::{
 };
 use x509_parser::objects::oid_registry;
 use x509_parser::oid_registry::{
-    OID_PKCS9_EXTENSION_REQUEST, OID_X509_EXT_BASIC_CONSTRAINTS, OID_X509_EXT_EXTENDED_KEY_USAGE,
-    OID_X509_EXT_KEY_USAGE, OID_X509_EXT_SUBJECT_ALT_NAME,
+    OID_PKCS1_RSASSAPSS, OID_PKCS1_SHA1WITHRSA, OID_PKCS1_SHA256WITHRSA, OID_PKCS1_SHA384WITHRSA,
+    OID_PKCS1_SHA512WITHRSA, OID_PKCS9_EXTENSION_REQUEST, OID_SHA1_WITH_RSA,
+    OID_SIG_ECDSA_WITH_SHA256, OID_SIG_ECDSA_WITH_SHA384, OID_SIG_ED25519,
+    OID_X509_EXT_BASIC_CONSTRAINTS, OID_X509_EXT_EXTENDED_KEY_USAGE, OID_X509_EXT_KEY_USAGE,
+    OID_X509_EXT_SUBJECT_ALT_NAME, Oid,
 };
 use x509_parser::prelude::FromDer;
 
 use crate::input::{self, Decoded};
-use crate::model::{PublicKeyInfo, San, Subject};
+use crate::model::{PublicKeyAlgorithm, PublicKeyInfo, San, Subject};
 
 /// The largest CSR accepted, in bytes of input (PEM or DER). An SVID request is well under
 /// 1 KiB; this leaves room for RSA keys and long names while bounding the parser's work.
 pub const MAX_CSR_LEN: usize = 64 * 1024;
 
 const PEM_LABELS: &[&str] = &["CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"];
+
+/// Longest piece of the input (a PEM label, an OID) repeated in an error message: messages
+/// reach conditions and admission answers, which must not grow with hostile input.
+const SHOWN: usize = 64;
 
 /// Why bytes were not accepted as a certificate signing request.
 ///
@@ -108,6 +116,19 @@ pub enum CsrError {
     /// The signature does not verify with the request's own public key.
     #[error("signature of the certificate signing request does not verify with its public key")]
     BadSignature,
+
+    /// The signature algorithm is not one the declared key signs with (e.g. an Ed25519
+    /// signature under a key declared as EC P-256).
+    #[error(
+        "signature algorithm {signature} of the certificate signing request does not fit its \
+         {key} key"
+    )]
+    SignatureKeyMismatch {
+        /// Dotted OID of the signature algorithm.
+        signature: String,
+        /// The key's algorithm as declared.
+        key: String,
+    },
 
     /// More than one extensionRequest attribute.
     #[error("certificate signing request has several extensionRequest attributes")]
@@ -382,7 +403,11 @@ pub fn parse_csr_pem(pem: &[u8]) -> Result<ParsedCsr, CsrError> {
         Decoded::NotPem => return Err(CsrError::NotPem),
         Decoded::Invalid(cause) => return Err(CsrError::Pem { cause }),
         Decoded::Several(count) => return Err(CsrError::SeveralPemBlocks { count }),
-        Decoded::WrongLabel(label) => return Err(CsrError::WrongPemLabel { label }),
+        Decoded::WrongLabel(label) => {
+            return Err(CsrError::WrongPemLabel {
+                label: clip(&label),
+            });
+        }
     };
     parse_der(der)
 }
@@ -409,12 +434,29 @@ fn parse_der(der: Vec<u8>) -> Result<ParsedCsr, CsrError> {
             version: info.version.0,
         });
     }
+    if !strict_shape(&der, info.subject_pki.raw) {
+        return Err(CsrError::Malformed {
+            cause: X509Error::InvalidSPKI,
+        });
+    }
+    let signature_oid = &csr.signature_algorithm.algorithm;
     csr.verify_signature().map_err(|err| match err {
         X509Error::SignatureUnsupportedAlgorithm => CsrError::UnsupportedSignatureAlgorithm {
-            oid: csr.signature_algorithm.algorithm.to_id_string(),
+            oid: clip(&signature_oid.to_id_string()),
         },
         _ => CsrError::BadSignature,
     })?;
+    // x509-parser picks the verifier from the signature algorithm (and an ECDSA curve from
+    // the key's parameters), not from the key's declared algorithm.
+    let key = PublicKeyAlgorithm::from_spki(&info.subject_pki);
+    let ed25519_parameters =
+        key == PublicKeyAlgorithm::Ed25519 && info.subject_pki.algorithm.parameters.is_some();
+    if !signature_fits_key(signature_oid, &key) || ed25519_parameters {
+        return Err(CsrError::SignatureKeyMismatch {
+            signature: clip(&signature_oid.to_id_string()),
+            key: clip(&key.to_string()),
+        });
+    }
 
     let mut extensions: Option<&[X509Extension<'_>]> = None;
     let mut other_attributes = Vec::new();
@@ -458,6 +500,93 @@ fn parse_der(der: Vec<u8>) -> Result<ParsedCsr, CsrError> {
     }
     parsed.der = der;
     Ok(parsed)
+}
+
+/// Whether a signature algorithm belongs to the family of the declared key: ECDSA for an
+/// EC key, PKCS#1 v1.5 or PSS for RSA (SHA-1 included: Go's x509, and so cert-manager,
+/// still accept it in CSRs), Ed25519 for Ed25519.
+fn signature_fits_key(signature: &Oid<'_>, key: &PublicKeyAlgorithm) -> bool {
+    let any = |oids: &[Oid<'_>]| oids.contains(signature);
+    match key {
+        PublicKeyAlgorithm::Ec { .. } => {
+            any(&[OID_SIG_ECDSA_WITH_SHA256, OID_SIG_ECDSA_WITH_SHA384])
+        }
+        PublicKeyAlgorithm::Rsa { .. } => any(&[
+            OID_PKCS1_SHA1WITHRSA,
+            OID_SHA1_WITH_RSA,
+            OID_PKCS1_SHA256WITHRSA,
+            OID_PKCS1_SHA384WITHRSA,
+            OID_PKCS1_SHA512WITHRSA,
+            OID_PKCS1_RSASSAPSS,
+        ]),
+        PublicKeyAlgorithm::Ed25519 => *signature == OID_SIG_ED25519,
+        PublicKeyAlgorithm::Unknown { .. } => false,
+    }
+}
+
+/// Whether the parts a verdict rests on are spelled with the tags DER requires: the
+/// envelope `SEQUENCE { SEQUENCE, algorithm, BIT STRING }` and both algorithm identifiers
+/// `SEQUENCE { OID, OID or NULL or nothing }`, and the key `SEQUENCE { algorithm, BIT STRING
+/// }`. x509-parser reads these parts whatever their tags, so a malformed request (which Go's
+/// x509, and so Vault, refuses) would otherwise be described, judged and signed as a
+/// well-formed one.
+fn strict_shape(der: &[u8], spki: &[u8]) -> bool {
+    let check = || -> Option<bool> {
+        let (_, envelope) = Any::from_der(der).ok()?;
+        let [info, signature_algorithm, signature] = elements(envelope.data)?;
+        let (_, spki) = Any::from_der(spki).ok()?;
+        let [key_algorithm, key] = elements(spki.data)?;
+        Some(
+            is(&envelope, Tag::Sequence)
+                && is(&info, Tag::Sequence)
+                && strict_algorithm(&signature_algorithm)?
+                && is(&signature, Tag::BitString)
+                && is(&spki, Tag::Sequence)
+                && strict_algorithm(&key_algorithm)?
+                && is(&key, Tag::BitString),
+        )
+    };
+    check().unwrap_or(false)
+}
+
+/// `SEQUENCE { OID, OID or NULL or nothing }`.
+fn strict_algorithm(algorithm: &Any<'_>) -> Option<bool> {
+    let (parameters, oid) = Any::from_der(algorithm.data).ok()?;
+    let parameters_ok = match parameters {
+        [] => true,
+        bytes => {
+            let (rest, parameters) = Any::from_der(bytes).ok()?;
+            rest.is_empty() && (is(&parameters, Tag::Oid) || is(&parameters, Tag::Null))
+        }
+    };
+    Some(is(algorithm, Tag::Sequence) && is(&oid, Tag::Oid) && parameters_ok)
+}
+
+/// Exactly `N` elements filling `data`.
+fn elements<const N: usize>(mut data: &[u8]) -> Option<[Any<'_>; N]> {
+    let mut found = Vec::with_capacity(N);
+    while !data.is_empty() {
+        let (rest, element) = Any::from_der(data).ok()?;
+        found.push(element);
+        data = rest;
+    }
+    found.try_into().ok()
+}
+
+/// Whether an element carries the universal `tag`, constructed exactly when it is a
+/// SEQUENCE.
+fn is(element: &Any<'_>, tag: Tag) -> bool {
+    element.header.class() == Class::Universal
+        && element.tag() == tag
+        && element.header.is_constructed() == (tag == Tag::Sequence)
+}
+
+/// Input text cut to [`SHOWN`] characters for a message.
+fn clip(text: &str) -> String {
+    match text.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
+    }
 }
 
 fn record_extension(
@@ -509,5 +638,5 @@ fn registry_name(extension: &X509Extension<'_>) -> Option<String> {
 }
 
 fn extension_name(extension: &X509Extension<'_>) -> String {
-    registry_name(extension).unwrap_or_else(|| extension.oid.to_id_string())
+    registry_name(extension).unwrap_or_else(|| clip(&extension.oid.to_id_string()))
 }
