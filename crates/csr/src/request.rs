@@ -33,6 +33,9 @@ pub const MAX_CSR_LEN: usize = 64 * 1024;
 
 const PEM_LABELS: &[&str] = &["CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"];
 
+/// Deepest nesting of DER elements accepted; an SVID request nests six deep.
+const MAX_DEPTH: usize = 32;
+
 /// Longest piece of the input (a PEM label, an OID) repeated in an error message: messages
 /// reach conditions and admission answers, which must not grow with hostile input.
 const SHOWN: usize = 64;
@@ -421,6 +424,11 @@ fn check_size(input: &[u8]) -> Result<(), CsrError> {
 }
 
 fn parse_der(der: Vec<u8>) -> Result<ParsedCsr, CsrError> {
+    if !well_framed_request(&der) {
+        return Err(CsrError::Malformed {
+            cause: X509Error::Generic,
+        });
+    }
     let (rest, csr) =
         X509CertificationRequest::from_der(&der).map_err(|err| CsrError::Malformed {
             cause: input::x509_error(err),
@@ -547,6 +555,35 @@ fn strict_shape(der: &[u8], spki: &[u8]) -> bool {
         )
     };
     check().unwrap_or(false)
+}
+
+/// [`well_framed`] for the request's outer element; what follows it is reported as trailing
+/// data, and an outer element that does not decode is left to x509-parser to describe.
+fn well_framed_request(der: &[u8]) -> bool {
+    match Any::from_der(der) {
+        Ok((_, outer)) => !outer.header.is_constructed() || well_framed(outer.data, 1),
+        Err(_) => true,
+    }
+}
+
+/// Whether `data` is a run of DER elements and every constructed one, all the way down (at
+/// most [`MAX_DEPTH`] levels), is filled exactly by its children. x509-parser reads a CSR's
+/// attributes past the length their `[0]` element declares, so a request Go's x509 refuses
+/// would otherwise be judged on bytes outside the element they claim to be in.
+fn well_framed(mut data: &[u8], depth: usize) -> bool {
+    if depth > MAX_DEPTH {
+        return false;
+    }
+    while !data.is_empty() {
+        let Ok((rest, element)) = Any::from_der(data) else {
+            return false;
+        };
+        if element.header.is_constructed() && !well_framed(element.data, depth + 1) {
+            return false;
+        }
+        data = rest;
+    }
+    true
 }
 
 /// `SEQUENCE { OID, OID or NULL or nothing }`.

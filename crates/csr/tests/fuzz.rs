@@ -234,7 +234,8 @@ fn regression_messages_do_not_repeat_long_input() {
 /// Found by this target: x509-parser reads the key, its algorithm identifier and the
 /// signature algorithm whatever their tags, so requests whose key algorithm was tagged 0,
 /// whose key was an application-class element or whose signature algorithm was a
-/// private-class element were accepted and described as well-formed (Go's x509, and so
+/// private-class element, or whose attributes ran past their declared length, were
+/// accepted and described as well-formed (Go's x509, and so
 /// Vault, refuse them).
 #[test]
 fn regression_parts_with_wrong_tags_are_refused() {
@@ -243,6 +244,9 @@ fn regression_parts_with_wrong_tags_are_refused() {
         "key-curve-wrong-tag.der",
         "key-wrong-class.der",
         "signature-algorithm-wrong-class.der",
+        // Found through the policy's target: x509-parser read attributes past the length
+        // of their `[0]` element.
+        "attributes-longer-than-declared.der",
     ] {
         let err = parse_csr(&corpus_entry(name)).unwrap_err();
         assert!(matches!(err, CsrError::Malformed { .. }), "{name}: {err:?}");
