@@ -104,17 +104,42 @@ pub enum ReadError {
     NoRequest,
 }
 
+/// Longest parser message repeated in a refusal: serde quotes the offending value, which can
+/// be as long as the body, and the refusal is logged and sent back.
+const MAX_PARSER_MESSAGE: usize = 256;
+
+/// Longest apiVersion or kind repeated in a refusal.
+const MAX_TYPE_SHOWN: usize = 64;
+
 /// Reads an AdmissionReview request.
 pub(crate) fn read(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, ReadError> {
-    let review: AdmissionReview<DynamicObject> =
-        serde_json::from_slice(body).map_err(|e| ReadError::Malformed(e.to_string()))?;
+    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)
+        .map_err(|e| ReadError::Malformed(clip(&e.to_string(), MAX_PARSER_MESSAGE)))?;
     if review.types.api_version != "admission.k8s.io/v1" || review.types.kind != "AdmissionReview" {
         return Err(ReadError::WrongType {
-            api_version: review.types.api_version,
-            kind: review.types.kind,
+            api_version: clip(&review.types.api_version, MAX_TYPE_SHOWN),
+            kind: clip(&review.types.kind, MAX_TYPE_SHOWN),
         });
     }
     review.try_into().map_err(|_| ReadError::NoRequest)
+}
+
+/// `text` cut to `max` characters (marked with `...` when cut), control characters escaped
+/// so that a refusal stays one line.
+fn clip(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (count, c) in text.chars().enumerate() {
+        if count == max {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// One problem with the reviewed object: the field to fix and what is wrong.

@@ -1,6 +1,7 @@
 //! The webhook against the dev cluster over the real kube client: the CA Secret, the
 //! configurations and their caBundle, the serving certificate (checked with
-//! rustls-webpki), several replicas, CA rotation, and configurations someone else owns.
+//! rustls-webpki), several replicas, CA rotation, configurations someone else owns, and
+//! hostile bodies over real HTTPS.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -241,6 +242,113 @@ async fn the_first_replica_creates_its_ca_and_configurations_and_serves_the_api_
             "{sample} missing from:\n{metrics}"
         );
     }
+    webhook.stop().await;
+    harness.cluster.shutdown().await;
+}
+
+/// POSTs `body` to `path` over HTTPS (HTTP/1.1), trusting `bundle` and naming the Service as
+/// the API server does.
+async fn post_https(
+    addr: std::net::SocketAddr,
+    bundle: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> (u16, String) {
+    use http_body_util::BodyExt as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for der in ders(bundle) {
+        roots.add(CertificateDer::from(der)).unwrap();
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from(format!("{SERVICE}.{NAMESPACE}.svc")).unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::post(path)
+        .header("host", format!("{SERVICE}.{NAMESPACE}.svc"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Over real HTTPS, as the API server calls it: a body over the limit, bodies that are not
+/// JSON or not a review, and nesting deep enough to exhaust a naive parser get a 400 naming
+/// the problem on every webhook path, and the server goes on answering good reviews.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_malformed_reviews_get_a_400_over_https_and_serving_goes_on() {
+    let harness = Harness::start().await;
+    let limit = 64 * 1024;
+    let webhook = harness
+        .webhook("replica-0", |config| config.max_review_bytes = limit)
+        .await;
+    eventually("the configurations", || webhook.handle.is_installed()).await;
+    let bundle = data(&harness.secret().await, "ca.crt");
+    let addr = webhook.handle.local_addr();
+    let mut deep = br#"{"apiVersion":"#.to_vec();
+    deep.extend([b'['; 20_000]);
+    let cases: [(Vec<u8>, &str); 5] = [
+        (
+            vec![b' '; limit + 1],
+            "AdmissionReview is larger than 65536 bytes",
+        ),
+        // Small enough to sit in the loopback socket's buffers whole, so the client has sent
+        // everything when the early 400 arrives.
+        (
+            vec![b'{'; 2 * limit],
+            "AdmissionReview is larger than 65536 bytes",
+        ),
+        (b"\xff\xfe not json".to_vec(), "malformed AdmissionReview: "),
+        (
+            br#"{"apiVersion":"v1","kind":"Status"}"#.to_vec(),
+            "expected an admission.k8s.io/v1 AdmissionReview",
+        ),
+        (deep, "malformed AdmissionReview: recursion limit exceeded"),
+    ];
+    for path in [
+        "/mutate/certificaterequests",
+        "/validate/certificaterequests",
+        "/validate/certificaterequestpolicies",
+    ] {
+        for (body, expected) in &cases {
+            let (status, text) = post_https(addr, &bundle, path, body.clone()).await;
+            assert_eq!(status, 400, "{path}: {text}");
+            assert!(text.starts_with(expected), "{path}: {text}");
+        }
+    }
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "after-the-storm", "operation": "CREATE", "name": "cr", "namespace": "demo",
+            "kind": {"group": "cert-manager.io", "version": "v1", "kind": "CertificateRequest"},
+            "resource": {"group": "cert-manager.io", "version": "v1",
+                         "resource": "certificaterequests"},
+            "userInfo": {"username": "alice"},
+            "object": {"apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest",
+                       "metadata": {"name": "cr"}, "spec": {"request": STANDARD.encode(csr())}},
+        },
+    });
+    let body = serde_json::to_vec(&review).unwrap();
+    let (status, text) = post_https(addr, &bundle, "/mutate/certificaterequests", body).await;
+    assert_eq!(status, 200, "{text}");
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["response"]["uid"], "after-the-storm");
+    assert_eq!(answer["response"]["allowed"], true);
+    let (_, metrics) = get(webhook.health, "/metrics").await;
+    assert!(
+        metrics.contains("nico_identity_webhook_malformed_reviews_total 15"),
+        "{metrics}"
+    );
     webhook.stop().await;
     harness.cluster.shutdown().await;
 }

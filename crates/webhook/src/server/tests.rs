@@ -15,7 +15,7 @@ use crate::certificate_request::Requester;
 use crate::test_support::review_body;
 
 /// Knows no issuer and allows nobody.
-struct Nobody;
+pub(crate) struct Nobody;
 
 impl Authorizer for Nobody {
     async fn issuer_resource(
@@ -36,7 +36,7 @@ impl Authorizer for Nobody {
     }
 }
 
-fn app(limit: usize) -> (Router, Metrics) {
+pub(crate) fn app(limit: usize) -> (Router, Metrics) {
     let metrics = Metrics::default();
     let app = Arc::new(App {
         authorizer: Nobody,
@@ -48,7 +48,7 @@ fn app(limit: usize) -> (Router, Metrics) {
     (router(app), metrics)
 }
 
-async fn post(router: &Router, path: &str, body: Vec<u8>) -> (StatusCode, String) {
+pub(crate) async fn post(router: &Router, path: &str, body: Vec<u8>) -> (StatusCode, String) {
     let request = Request::post(path).body(Body::from(body)).unwrap();
     let response = router.clone().oneshot(request).await.unwrap();
     let status = response.status();
