@@ -372,3 +372,8 @@ pub mod requests {
         serde_json::from_value(request(name, issuer, csr)).expect("a CertificateRequest")
     }
 }
+
+/// The soak benchmark's options and arithmetic (`benches/soak/`), here so that their unit
+/// tests run with the rest while the soak itself runs only on request.
+#[path = "benches/soak/report.rs"]
+pub mod soak_report;

@@ -5,6 +5,8 @@
 //! - `test`: every test of the project, the command CI runs (installing the OpenBao server
 //!   the issuer's tests need when it is missing).
 //! - `bench <name>`: a benchmark on a release build; its figures go into BENCHMARKS.md.
+//! - `soak [--pods N] [--duration D] [--out FILE]`: pods churning for a fixed time with every
+//!   role as its own release-built process; throughput, latency, renewals and memory.
 //! - `chart [--update]`: the Helm chart's tests with Helm's engine, or a refresh of their
 //!   snapshots.
 //! - `docs [--check]`: regenerate the CLI reference (docs/cli.md), or fail when it drifted.
@@ -16,6 +18,7 @@ mod codegen;
 mod docs;
 mod kind;
 mod openbao;
+mod soak;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +44,8 @@ enum Command {
         #[arg(value_enum)]
         name: bench::Bench,
     },
+    /// Pods churning on the dev cluster, every role its own process (not part of `test`).
+    Soak(soak::SoakArgs),
     /// Test the Helm chart with Helm's engine (part of `test`).
     Chart {
         /// Rewrite the committed snapshots of the rendered chart instead of comparing.
@@ -72,6 +77,7 @@ fn main() -> anyhow::Result<()> {
         Command::Codegen { check } => codegen::run(check),
         Command::Test { args } => test::run(&args),
         Command::Bench { name } => bench::run(name),
+        Command::Soak(args) => soak::run(&args),
         Command::Chart { update } => chart::run(update),
         Command::Docs { check } => docs::run(check),
         Command::KindUp { dry_run } => kind::run(dry_run),
