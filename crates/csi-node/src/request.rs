@@ -86,6 +86,18 @@ struct TokenEntry {
     expiration_timestamp: Option<Timestamp>,
 }
 
+/// Longest piece of a request repeated in a refusal: refusals travel to kubelet and into the
+/// pod's events, and a target path may be as long as the request.
+const SHOWN: usize = 256;
+
+/// `text` cut to [`SHOWN`] characters, marked with `...` when cut.
+fn clip(text: &str) -> String {
+    match text.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
 /// Checks a volume id: kubelet makes them `csi-<hex>`; anything that could act as a path or
 /// hide in logs is refused.
 pub(crate) fn check_volume_id(volume_id: &str) -> Result<(), InvalidRequest> {
@@ -137,7 +149,8 @@ pub(crate) fn check_target_path(
         return Err(invalid(
             "target_path",
             format!(
-                "{target_path} is outside the allowed roots [{}]",
+                "{} is outside the allowed roots [{}]",
+                clip(target_path),
                 roots.join(", ")
             ),
         ));
@@ -151,7 +164,10 @@ pub(crate) fn check_target_path(
             Ok(meta) if meta.file_type().is_symlink() => {
                 return Err(invalid(
                     "target_path",
-                    format!("{} is a symlink: refusing to follow it", walked.display()),
+                    format!(
+                        "{} is a symlink: refusing to follow it",
+                        clip(&walked.display().to_string())
+                    ),
                 ));
             }
             Ok(_) => {}
@@ -159,7 +175,9 @@ pub(crate) fn check_target_path(
             Err(_) => break,
         }
     }
-    Ok(path.to_owned())
+    // Rebuilt from its components: `//`, `/./` and a trailing `/` dropped, as the kernel
+    // spells mount points, which `/proc/self/mountinfo` is searched for by text.
+    Ok(path.components().collect())
 }
 
 /// Checks a NodePublishVolume request and extracts the pod's facts and token.
@@ -240,7 +258,8 @@ pub(crate) fn parse_publish(
                 return Err(invalid(
                     field(),
                     format!(
-                        "{name} is not allowed on this node: expected one of {}",
+                        "{} is not allowed on this node: expected one of {}",
+                        clip(name),
                         allowed.join(", ")
                     ),
                 ));
@@ -299,9 +318,12 @@ fn parse_fs_group(
     context: &std::collections::HashMap<String, String>,
 ) -> Result<Option<u32>, InvalidRequest> {
     let parse = |field: String, value: &str| {
-        value
-            .parse::<u32>()
-            .map_err(|_| invalid(field, format!("{value:?} is not a numeric group id")))
+        value.parse::<u32>().map_err(|_| {
+            invalid(
+                field,
+                format!("{:?} is not a numeric group id", clip(value)),
+            )
+        })
     };
     if !mount_group.is_empty() {
         return parse(
@@ -503,3 +525,6 @@ pub(crate) mod tests {
         assert_eq!(parse(&request).unwrap().fs_group, Some(3000));
     }
 }
+
+#[cfg(test)]
+mod fuzz;
