@@ -439,18 +439,28 @@ impl Driver {
             Some(bundle) => bundle.as_slice().to_vec(),
             None => issued.chain.ca_pem.clone().into_bytes(),
         };
-        self.write(
+        if let Err(status) = self.write(
             &volume.record,
             &issued.key,
             issued.chain.certificate_chain_pem.as_bytes(),
             &ca,
-        )
-        .inspect_err(|_| {
+        ) {
             volume.failures += 1;
             self.inner
                 .metrics
                 .attempt(Outcome::Error, started.elapsed().as_secs_f64());
-        })?;
+            // A full or read-only volume is the node's problem, but the pod's owner is the
+            // one who sees the certificate go stale: tell them which directory failed.
+            self.inner
+                .events
+                .warn(
+                    &volume.pod,
+                    "CertificateWriteFailed",
+                    status.message().to_owned(),
+                )
+                .await;
+            return Err(status);
+        }
         self.inner
             .metrics
             .attempt(Outcome::Issued, started.elapsed().as_secs_f64());

@@ -276,9 +276,17 @@ impl Issuance {
         self.delete_requests(&pod.namespace, volume_id, Some(&name))
             .await;
 
-        let cr = self
-            .wait_for_answer(&pod.namespace, &name, deadline)
-            .await?;
+        let cr = match self.wait_for_answer(&pod.namespace, &name, deadline).await {
+            Ok(cr) => cr,
+            Err(error) => {
+                if matches!(error, IssueError::TimedOut { .. }) {
+                    // Nobody waits for this request any more and its key is gone: left in
+                    // place, an issuer that recovers later would sign it for nothing.
+                    self.abandon(&pod.namespace, &name).await;
+                }
+                return Err(error);
+            }
+        };
         let status = cr.status.clone().unwrap_or_default();
         let certificate = status.certificate.unwrap_or_default();
         let ca = status.ca.unwrap_or_default();
@@ -412,6 +420,24 @@ impl Issuance {
                     name: name.into(),
                     waited,
                 });
+            }
+        }
+    }
+
+    /// Deletes a request nobody waits for. Best effort: a failure is logged and the volume's
+    /// next issuance deletes it with the other old ones.
+    async fn abandon(&self, namespace: &str, name: &str) {
+        let api: Api<CertificateRequest> = Api::namespaced(self.client.clone(), namespace);
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => debug!(namespace, request = %name, "abandoned certificaterequest deleted"),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => {
+                warn!(
+                    namespace,
+                    request = %name,
+                    %error,
+                    "failed to delete abandoned certificaterequest"
+                );
             }
         }
     }
