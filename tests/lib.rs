@@ -373,6 +373,9 @@ pub mod requests {
     }
 }
 
+pub mod fault_harness;
+pub mod secret_scan;
+
 /// The soak benchmark's options and arithmetic (`benches/soak/`), here so that their unit
 /// tests run with the rest while the soak itself runs only on request.
 #[path = "benches/soak/report.rs"]
