@@ -5,6 +5,8 @@
 //! - `test`: every test of the project, the command CI runs (installing the OpenBao server
 //!   the issuer's tests need when it is missing).
 //! - `bench <name>`: a benchmark on a release build; its figures go into BENCHMARKS.md.
+//! - `fuzz [--time SECONDS] [--target NAME]`: the fuzz targets for longer than CI runs them,
+//!   round after round with fresh seeds; cases run and failures per target.
 //! - `soak [--pods N] [--duration D] [--out FILE]`: pods churning for a fixed time with every
 //!   role as its own release-built process; throughput, latency, renewals and memory.
 //! - `chart [--update]`: the Helm chart's tests with Helm's engine, or a refresh of their
@@ -16,6 +18,7 @@ mod bench;
 mod chart;
 mod codegen;
 mod docs;
+mod fuzz;
 mod kind;
 mod openbao;
 mod soak;
@@ -46,6 +49,8 @@ enum Command {
     },
     /// Pods churning on the dev cluster, every role its own process (not part of `test`).
     Soak(soak::SoakArgs),
+    /// Run the fuzz targets for a fixed time with many cases and fresh seeds.
+    Fuzz(fuzz::FuzzArgs),
     /// Test the Helm chart with Helm's engine (part of `test`).
     Chart {
         /// Rewrite the committed snapshots of the rendered chart instead of comparing.
@@ -78,6 +83,7 @@ fn main() -> anyhow::Result<()> {
         Command::Test { args } => test::run(&args),
         Command::Bench { name } => bench::run(name),
         Command::Soak(args) => soak::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
         Command::Chart { update } => chart::run(update),
         Command::Docs { check } => docs::run(check),
         Command::KindUp { dry_run } => kind::run(dry_run),

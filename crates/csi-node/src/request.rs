@@ -253,7 +253,7 @@ pub(crate) fn parse_publish(
                 .collect();
             let algorithm = name
                 .parse::<KeyAlgorithm>()
-                .map_err(|e| invalid(field(), e.to_string()))?;
+                .map_err(|e| invalid(field(), clip(&e.to_string())))?;
             if !rules.allowed_key_algorithms.contains(&algorithm) {
                 return Err(invalid(
                     field(),

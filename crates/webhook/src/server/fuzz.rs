@@ -49,7 +49,13 @@ fn check(path: &str, body: Vec<u8>) -> Result<(), TestCaseError> {
         .build()
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
     let (router, _) = app(LIMIT);
-    let sent: Option<Value> = serde_json::from_slice(&body).ok();
+    // serde skips the fields it ignores without checking their UTF-8 or the range of their
+    // numbers, so a review may be read that a JSON parser refuses: then the uid is the one
+    // the review reader found.
+    let sent: Option<Value> = serde_json::from_slice(&body).ok().or_else(|| {
+        let request = crate::review::read(&body).ok()?;
+        Some(serde_json::json!({"request": {"uid": request.uid}}))
+    });
     let (status, text) = runtime.block_on(post(&router, path, body));
     match status {
         StatusCode::BAD_REQUEST => {
