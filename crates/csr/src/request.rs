@@ -567,9 +567,10 @@ fn well_framed_request(der: &[u8]) -> bool {
 }
 
 /// Whether `data` is a run of DER elements and every constructed one, all the way down (at
-/// most [`MAX_DEPTH`] levels), is filled exactly by its children. x509-parser reads a CSR's
-/// attributes past the length their `[0]` element declares, so a request Go's x509 refuses
-/// would otherwise be judged on bytes outside the element they claim to be in.
+/// most [`MAX_DEPTH`] levels), is filled exactly by its children, BOOLEANs spelled as DER
+/// spells them. x509-parser reads a CSR's attributes past the length their `[0]` element
+/// declares, so a request Go's x509 refuses would otherwise be judged on bytes outside the
+/// element they claim to be in.
 fn well_framed(mut data: &[u8], depth: usize) -> bool {
     if depth > MAX_DEPTH {
         return false;
@@ -579,6 +580,12 @@ fn well_framed(mut data: &[u8], depth: usize) -> bool {
             return false;
         };
         if element.header.is_constructed() && !well_framed(element.data, depth + 1) {
+            return false;
+        }
+        // DER spells a BOOLEAN one way: x509-parser, like OpenSSL, reads any non-zero byte
+        // as true (an extension's `critical` among them), Go's x509 refuses it.
+        let boolean = element.header.class() == Class::Universal && element.tag() == Tag::Boolean;
+        if boolean && !matches!(element.data, [0x00] | [0xff]) {
             return false;
         }
         data = rest;

@@ -247,6 +247,9 @@ fn regression_parts_with_wrong_tags_are_refused() {
         // Found through the policy's target: x509-parser read attributes past the length
         // of their `[0]` element.
         "attributes-longer-than-declared.der",
+        // Found through the policy's target in `cargo xtask fuzz`: a SAN's `critical` spelled
+        // 0x01 (BER, not DER) read as true.
+        "critical-spelled-ber.pem",
     ] {
         let err = parse_csr(&corpus_entry(name)).unwrap_err();
         assert!(matches!(err, CsrError::Malformed { .. }), "{name}: {err:?}");

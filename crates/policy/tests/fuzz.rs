@@ -763,7 +763,7 @@ fn the_structured_good_request_is_approved() {
 }
 
 proptest! {
-    #![proptest_config(fuzzing::config(600))]
+    #![proptest_config(fuzzing::config(2000))]
 
     #[test]
     fn fuzz_policy(case in case()) {

@@ -285,7 +285,7 @@ fn regression_a_refusal_does_not_repeat_long_input() {
 }
 
 proptest! {
-    #![proptest_config(fuzzing::config(300))]
+    #![proptest_config(fuzzing::config(1000))]
 
     #[test]
     fn fuzz_admission_review(
