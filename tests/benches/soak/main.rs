@@ -64,13 +64,35 @@ async fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    match run(&options, binary.as_ref()).await {
+    // On Ctrl-C or SIGTERM the run is dropped, and with it every role process and the work
+    // directory.
+    let outcome = tokio::select! {
+        outcome = run(&options, binary.as_ref()) => outcome,
+        () = interrupted() => Err("interrupted".into()),
+    };
+    match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             progress(&format!("error: {e}"));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Returns on Ctrl-C or SIGTERM (never, when neither can be watched).
+async fn interrupted() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
     }
 }
 
@@ -404,7 +426,10 @@ impl Summary<'_> {
                 "| volumes checked on deletion (webpki chain, key pair, SPIFFE ID) | {} passed |",
                 tally.verified
             ),
-            format!("| errors seen by the kubelets | **{}** |", tally.error_count()),
+            format!(
+                "| errors seen by the kubelets | **{}** |",
+                tally.error_count()
+            ),
             format!(
                 "| CertificateRequests left after every pod was deleted | {} |",
                 self.requests_left
@@ -412,7 +437,8 @@ impl Summary<'_> {
             format!("| volumes left on the nodes | {:.0} |", self.volumes_left),
             format!(
                 "| Events stored in the dev cluster at the end of the churn | {} |",
-                self.events.map_or_else(|| "unknown".to_owned(), |n| n.to_string())
+                self.events
+                    .map_or_else(|| "unknown".to_owned(), |n| n.to_string())
             ),
         ]);
         for (kind, (count, first)) in &tally.errors {
