@@ -442,7 +442,7 @@ fn parse_der(der: Vec<u8>) -> Result<ParsedCsr, CsrError> {
             version: info.version.0,
         });
     }
-    if !strict_shape(&der, info.subject_pki.raw) {
+    if !strict_shape(&der) {
         return Err(CsrError::Malformed {
             cause: X509Error::InvalidSPKI,
         });
@@ -533,23 +533,29 @@ fn signature_fits_key(signature: &Oid<'_>, key: &PublicKeyAlgorithm) -> bool {
 }
 
 /// Whether the parts a verdict rests on are spelled with the tags DER requires: the
-/// envelope `SEQUENCE { SEQUENCE, algorithm, BIT STRING }` and both algorithm identifiers
-/// `SEQUENCE { OID, OID or NULL or nothing }`, and the key `SEQUENCE { algorithm, BIT STRING
-/// }`. x509-parser reads these parts whatever their tags, so a malformed request (which Go's
-/// x509, and so Vault, refuses) would otherwise be described, judged and signed as a
-/// well-formed one.
-fn strict_shape(der: &[u8], spki: &[u8]) -> bool {
+/// envelope `SEQUENCE { info, algorithm, BIT STRING }`, the info `SEQUENCE { INTEGER,
+/// SEQUENCE, key, [0] attributes }`, the key `SEQUENCE { algorithm, BIT STRING }` and both
+/// algorithm identifiers `SEQUENCE { OID, OID or NULL or nothing }`. x509-parser reads
+/// these parts whatever their tags, so a malformed request (which Go's x509, and so Vault,
+/// refuses) would otherwise be described, judged and signed as a well-formed one.
+fn strict_shape(der: &[u8]) -> bool {
     let check = || -> Option<bool> {
         let (_, envelope) = Any::from_der(der).ok()?;
         let [info, signature_algorithm, signature] = elements(envelope.data)?;
-        let (_, spki) = Any::from_der(spki).ok()?;
+        let [version, subject, spki, attributes] = elements(info.data)?;
         let [key_algorithm, key] = elements(spki.data)?;
+        let attributes_ok = attributes.header.class() == Class::ContextSpecific
+            && attributes.tag() == Tag(0)
+            && attributes.header.is_constructed();
         Some(
             is(&envelope, Tag::Sequence)
                 && is(&info, Tag::Sequence)
+                && is(&version, Tag::Integer)
+                && is(&subject, Tag::Sequence)
+                && is(&spki, Tag::Sequence)
+                && attributes_ok
                 && strict_algorithm(&signature_algorithm)?
                 && is(&signature, Tag::BitString)
-                && is(&spki, Tag::Sequence)
                 && strict_algorithm(&key_algorithm)?
                 && is(&key, Tag::BitString),
         )

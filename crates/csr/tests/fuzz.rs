@@ -250,6 +250,8 @@ fn regression_parts_with_wrong_tags_are_refused() {
         // Found through the policy's target in `cargo xtask fuzz`: a SAN's `critical` spelled
         // 0x01 (BER, not DER) read as true.
         "critical-spelled-ber.pem",
+        // Found by `cargo xtask fuzz`: the version tagged [APPLICATION 2], not INTEGER.
+        "version-wrong-tag.der",
     ] {
         let err = parse_csr(&corpus_entry(name)).unwrap_err();
         assert!(matches!(err, CsrError::Malformed { .. }), "{name}: {err:?}");
