@@ -2,6 +2,7 @@
 //! as the pod, the answer awaited through one shared watch, and checked before use.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -131,10 +132,19 @@ pub(crate) struct Issuance {
     client: kube::Client,
     requests: Store<CertificateRequest>,
     changed: Arc<Notify>,
+    /// Whether the shared watch is connected (its last event was not an error).
+    watching: Arc<AtomicBool>,
+    /// Notified each time the shared watch connects after having been down.
+    reconnected: Arc<Notify>,
     node_hash: String,
     issuer: Arc<RwLock<IssuerRef>>,
     api_calls: Arc<tokio::sync::Semaphore>,
 }
+
+/// How often a request being waited for is read directly while the shared watch is down:
+/// the watch reconnects with backoff of up to 30 s, and an answer that arrives meanwhile
+/// (the API server back, the issuer done) should not wait for it.
+const READ_WHILE_UNWATCHED: Duration = Duration::from_secs(2);
 
 /// Requests to the API server made at once on behalf of pods.
 const CONCURRENT_API_CALLS: usize = 8;
@@ -161,8 +171,15 @@ impl Issuance {
         let changed = Arc::new(Notify::new());
         let api: Api<CertificateRequest> = Api::all(client.clone());
         let config = watcher::Config::default().labels(&format!("{NODE_LABEL}={node_hash}"));
-        let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+        let stream = reflector::reflector(
+            writer,
+            watcher(api, config).backoff(WatchBackoff::default()),
+        );
         let notify = changed.clone();
+        let watching = Arc::new(AtomicBool::new(false));
+        let connected = watching.clone();
+        let reconnected = Arc::new(Notify::new());
+        let notify_reconnected = reconnected.clone();
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             loop {
@@ -171,8 +188,18 @@ impl Issuance {
                     () = shutdown.cancelled() => break,
                 };
                 match event {
-                    Some(Ok(_)) => notify.notify_waiters(),
+                    Some(Ok(event)) => {
+                        // A relisting watch fills the store only when the listing is done;
+                        // until then the store is what it was before the outage.
+                        let current =
+                            !matches!(event, watcher::Event::Init | watcher::Event::InitApply(_));
+                        if current && !connected.swap(true, Ordering::Relaxed) {
+                            notify_reconnected.notify_one();
+                        }
+                        notify.notify_waiters();
+                    }
                     Some(Err(error)) => {
+                        connected.store(false, Ordering::Relaxed);
                         warn!(%error, "certificaterequest watch failed; retrying with backoff");
                     }
                     None => break,
@@ -185,6 +212,8 @@ impl Issuance {
             client,
             requests,
             changed,
+            watching,
+            reconnected,
             node_hash,
             issuer,
             api_calls: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_API_CALLS)),
@@ -197,6 +226,12 @@ impl Issuance {
             // The watch task ended (shutdown): never ready again.
             std::future::pending::<()>().await;
         }
+    }
+
+    /// Resolves when the shared watch connects again after having been down (the API server
+    /// is reachable again).
+    pub(crate) async fn reconnected(&self) {
+        self.reconnected.notified().await;
     }
 
     /// Whether the shared watch has listed the existing requests.
@@ -384,8 +419,16 @@ impl Issuance {
             let notified = self.changed.notified();
             let mut notified = std::pin::pin!(notified);
             notified.as_mut().enable();
-            match self.requests.get(&key) {
-                Some(cr) => {
+            let watched = self.watching.load(Ordering::Relaxed);
+            let found = match self.requests.get(&key) {
+                Some(cr) if watched => Look::Found(Some(cr)),
+                // Missing from the store after it was seen (perhaps read directly while the
+                // watch was down): only the API server can say it is gone.
+                None if watched && !seen => Look::Found(None),
+                _ => self.read(namespace, name).await,
+            };
+            match found {
+                Look::Found(Some(cr)) => {
                     seen = true;
                     match cr.state() {
                         RequestState::Issued => return Ok(cr),
@@ -406,20 +449,39 @@ impl Issuance {
                         RequestState::Pending | RequestState::Approved => {}
                     }
                 }
-                None if seen => {
+                Look::Found(None) if seen => {
                     return Err(IssueError::Deleted {
                         namespace: namespace.into(),
                         name: name.into(),
                     });
                 }
-                None => {}
+                Look::Found(None) | Look::Unknown => {}
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            let wake = if watched {
+                deadline
+            } else {
+                deadline.min(tokio::time::Instant::now() + READ_WHILE_UNWATCHED)
+            };
+            let woken = tokio::time::timeout_at(wake, notified).await.is_ok();
+            if !woken && tokio::time::Instant::now() >= deadline {
                 return Err(IssueError::TimedOut {
                     namespace: namespace.into(),
                     name: name.into(),
                     waited,
                 });
+            }
+        }
+    }
+
+    /// Reads a request from the API server (while the shared watch is down, its copy may be
+    /// stale).
+    async fn read(&self, namespace: &str, name: &str) -> Look {
+        let api: Api<CertificateRequest> = Api::namespaced(self.client.clone(), namespace);
+        match api.get_opt(name).await {
+            Ok(found) => Look::Found(found.map(Arc::new)),
+            Err(error) => {
+                debug!(namespace, request = %name, %error, "failed to read certificaterequest");
+                Look::Unknown
             }
         }
     }
@@ -480,6 +542,50 @@ impl Issuance {
     }
 }
 
+/// Reconnect delays of the shared watch: 0.8 s doubling to 10 s, with ±20 % jitter. kube's
+/// default waits up to 30 s, which after an outage would hold back every answer and every
+/// retried renewal that long; one watch per node every 10 s at most is still gentle on an
+/// API server that is recovering.
+#[derive(Debug)]
+struct WatchBackoff {
+    next: Duration,
+}
+
+const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(800);
+const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self {
+            next: WATCH_BACKOFF_MIN,
+        }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let delay = self.next;
+        self.next = (self.next * 2).min(WATCH_BACKOFF_MAX);
+        Some(delay.mul_f64(0.8 + fastrand::f64() * 0.4))
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = WATCH_BACKOFF_MIN;
+    }
+}
+
+/// What a look at a request found.
+enum Look {
+    /// The request as it stands (`None`: it does not exist).
+    Found(Option<Arc<CertificateRequest>>),
+    /// The API server could not be asked.
+    Unknown,
+}
+
 /// Generates a key. RSA generation takes up to seconds, so it runs off the async workers;
 /// elliptic-curve keys take microseconds and are made in place.
 async fn generate_key(algorithm: KeyAlgorithm) -> Result<PrivateKey, IssueError> {
@@ -526,6 +632,22 @@ mod tests {
         assert_eq!(go_duration(Duration::from_secs(5400)), "1h30m0s");
         assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
         assert_eq!(go_duration(Duration::from_secs(45)), "45s");
+    }
+
+    #[test]
+    fn the_watch_backs_off_to_ten_seconds_and_starts_over_after_a_reset() {
+        use kube::runtime::utils::Backoff as _;
+        let mut backoff = WatchBackoff::default();
+        let delays: Vec<Duration> = backoff.by_ref().take(8).collect();
+        for (delay, nominal) in delays
+            .iter()
+            .zip([0.8, 1.6, 3.2, 6.4, 10.0, 10.0, 10.0, 10.0])
+        {
+            let secs = delay.as_secs_f64();
+            assert!(secs >= nominal * 0.8 && secs <= nominal * 1.2, "{delays:?}");
+        }
+        backoff.reset();
+        assert!(backoff.next().is_some_and(|d| d <= Duration::from_secs(1)));
     }
 
     #[test]
