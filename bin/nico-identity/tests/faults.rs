@@ -7,7 +7,8 @@
 //!
 //! Longer variants: `NICO_FAULTS_LONG=1` runs 2,000 renewals under SIGKILL, a 5-minute API
 //! outage and a whole day of 90-second certificates (see each test). `NICO_FAULTS_SEED`
-//! replays the kill schedule of an earlier run (each run prints its seed).
+//! replays the kill schedule of an earlier run (each run prints its seed);
+//! `NICO_FAULTS_KEEP_LOGS=1` keeps every test's logs (a failed test's are always kept).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -30,12 +31,15 @@ use tokio::time::Instant;
 const SPIFFE_ID: &str = "spiffe://nico.local/demo/sa/web";
 
 /// How long after the API server or Vault answers again every pending issuance must be
-/// done. TODO(#8): the issue asks for 30 s. Runs here measured 14 to 19 s, but one API-server
-/// run took longer than 30 s for one volume; two waits capped at 30 s can add up after a
-/// long outage (the node's request watch reconnects with kube's default backoff, 0.8 s
-/// doubling to 30 s, and a renewal that failed twice waits up to 66 s unless kubelet
-/// republishes first). Until csi-node retries on reconnect, the bound is 45 s.
-const RETURN_BOUND: Duration = Duration::from_secs(45);
+/// done: the issue's bound.
+const RETURN_BOUND: Duration = Duration::from_secs(30);
+
+/// The same after a Vault outage. TODO(#8): the issuer retries a backend outage with
+/// backoff capped at 30 s, so a request retried just before Vault returns waits up to 30 s
+/// more, then is signed (one run: 26.2 s after the restart); retrying the waiting requests
+/// as soon as `sys/health` says Vault is ready again would meet the issue's 30 s with room.
+/// Until then: 30 s for the issuer's retry plus 5 s for restarting, unsealing and signing.
+const VAULT_RETURN_BOUND: Duration = Duration::from_secs(35);
 
 fn long() -> bool {
     std::env::var_os("NICO_FAULTS_LONG").is_some_and(|v| v == "1")
@@ -161,13 +165,14 @@ impl Node {
     }
 }
 
-/// Keeps a failed test's logs (its work directory goes with it): copied to
-/// /tmp/nico-faults-<pid>/ for whoever reads the failure.
+/// Keeps a failed test's logs (its work directory goes with it), or every test's with
+/// `NICO_FAULTS_KEEP_LOGS=1`: copied to /tmp/nico-faults-<pid>/.
 struct KeepLogsOnFailure(PathBuf);
 
 impl Drop for KeepLogsOnFailure {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
+        let asked = std::env::var_os("NICO_FAULTS_KEEP_LOGS").is_some_and(|v| v == "1");
+        if !std::thread::panicking() && !asked {
             return;
         }
         let kept = std::env::temp_dir().join(format!("nico-faults-{}", std::process::id()));
@@ -454,6 +459,7 @@ async fn an_api_server_outage_of_a_minute_ends_with_every_pending_issuance_done_
 
     proxy.restore();
     let back = Instant::now();
+    let mut done = Vec::new();
     for volume in volumes.iter().chain(&newcomers) {
         let old = before
             .get(
@@ -473,7 +479,13 @@ async fn an_api_server_outage_of_a_minute_ends_with_every_pending_issuance_done_
             },
         )
         .await;
+        done.push(format!(
+            "{} {:.1}s",
+            volume.pod_name,
+            back.elapsed().as_secs_f64()
+        ));
     }
+    eprintln!("issued after the return: {}", done.join(", "));
     eprintln!(
         "every pending issuance done {:?} after the return",
         back.elapsed()
@@ -946,8 +958,8 @@ fn vault_serials(bao: &openbao::OpenBao) -> BTreeSet<String> {
 
 /// OpenBao stops for 60 s (300 s with `NICO_FAULTS_LONG=1`) and comes back sealed; the test
 /// unseals it at once. Renewals fall due and new pods are published during the outage.
-/// Within [`RETURN_BOUND`] of Vault answering again every pending issuance is done, and
-/// none was
+/// Within [`VAULT_RETURN_BOUND`] of Vault running again every pending issuance is done,
+/// and none was
 /// signed twice: each pending volume got exactly one signed request after the return, the
 /// one in its volume, and Vault's list of certificates it issued, the issuer's count of
 /// signatures and the requests that carry a certificate all agree.
@@ -1044,13 +1056,15 @@ async fn a_vault_outage_of_a_minute_ends_with_every_pending_issuance_done_once()
     for (volume, serial) in volumes.iter().zip(&before) {
         assert_eq!(&check_pair(volume, SPIFFE_ID).unwrap().serial, serial);
     }
+    // Back from the moment the server runs again: unsealing is part of its return.
+    let back = Instant::now();
     bao.start_again();
     bao.unseal();
-    let back = Instant::now();
+    let mut done = Vec::new();
     let all: Vec<PodVolume> = volumes.iter().chain(&newcomers).cloned().collect();
     for (i, volume) in all.iter().enumerate() {
         let old = before.get(i).cloned();
-        let deadline = RETURN_BOUND.saturating_sub(back.elapsed());
+        let deadline = VAULT_RETURN_BOUND.saturating_sub(back.elapsed());
         eventually(
             &format!("{} to be issued after Vault returned", volume.pod_name),
             deadline,
@@ -1060,7 +1074,13 @@ async fn a_vault_outage_of_a_minute_ends_with_every_pending_issuance_done_once()
             },
         )
         .await;
+        done.push(format!(
+            "{} {:.1}s",
+            volume.pod_name,
+            back.elapsed().as_secs_f64()
+        ));
     }
+    eprintln!("issued after the return: {}", done.join(", "));
     eprintln!(
         "every pending issuance done {:?} after Vault returned",
         back.elapsed()
