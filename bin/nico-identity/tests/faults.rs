@@ -823,8 +823,8 @@ async fn a_full_or_read_only_state_directory_keeps_current_pairs_and_recovers() 
 
 /// A day of renewals with 90-second certificates, accelerated by running many volumes at
 /// once rather than one volume for a day: certificates are real and live on the wall clock
-/// (nothing about time is faked); what is compressed is volume-time. 96 volumes for 160 s
-/// each are 4.3 volume-hours, a fifth of a day (480 volumes for 180 s with
+/// (nothing about time is faked); what is compressed is volume-time. 96 volumes for 120 s
+/// each are 3.2 volume-hours, a seventh of a day (480 volumes for 180 s with
 /// `NICO_FAULTS_LONG=1`, a whole day). The local CA back-dates by 30 s, so each certificate
 /// lives 120 s and is renewed 38 to 50 s after issuance (two thirds of its life minus up to
 /// a tenth of jitter, less the back-dating). From its first issuance, every volume renews
@@ -836,7 +836,7 @@ async fn a_day_of_90_second_certificates_renews_on_schedule() {
     let (count, window) = if long() {
         (480, Duration::from_secs(180))
     } else {
-        (96, Duration::from_secs(160))
+        (96, Duration::from_secs(120))
     };
     let mut node = Node::start("90s", |_| {}).await;
     let volumes = node.pods(count).await;
