@@ -246,6 +246,19 @@ impl IdTemplate {
             segments.push(parse_segment(template, path, start, text)?);
             start += text.len();
         }
+        // "." and ".." are valid trust domains but not path segments: a fixed trust domain
+        // repeated in the path must be a segment too.
+        let in_path = segments.contains(&Segment::Placeholder(Placeholder::TrustDomain));
+        if let Authority::Fixed(fixed) = &authority
+            && in_path
+        {
+            check_segment(fixed.as_str(), 0, fixed.as_str()).map_err(|reason| {
+                TemplateError::InvalidPath {
+                    template: template.to_owned(),
+                    reason,
+                }
+            })?;
+        }
         for required in [Placeholder::Namespace, Placeholder::ServiceAccount] {
             if !segments.contains(&Segment::Placeholder(required)) {
                 return Err(TemplateError::MissingPlaceholder {
@@ -293,6 +306,12 @@ impl IdTemplate {
         }
         check_value(Placeholder::Namespace, namespace)?;
         check_value(Placeholder::ServiceAccount, service_account)?;
+        if self
+            .segments
+            .contains(&Segment::Placeholder(Placeholder::TrustDomain))
+        {
+            check_value(Placeholder::TrustDomain, trust_domain.as_str())?;
+        }
 
         let mut id = format!("{SCHEME}{trust_domain}");
         for segment in &self.segments {
@@ -666,6 +685,32 @@ mod tests {
             "invalid character '%' at byte 2 of path \"/a%2f/{namespace}/{service_account}\": \
              percent-encoding is not allowed"
         );
+    }
+
+    /// Found by `cargo xtask fuzz` (the spiffe-id template target): "." is a valid trust
+    /// domain but not a path segment, and a template repeating the trust domain in its path
+    /// rendered `spiffe://./.`, an ID that `SpiffeId::parse` refuses.
+    #[test]
+    fn regression_a_dot_trust_domain_never_becomes_a_path_segment() {
+        let fixed = IdTemplate::parse("spiffe://./{trust_domain}/{namespace}/sa/{service_account}");
+        assert!(
+            matches!(fixed, Err(TemplateError::InvalidPath { .. })),
+            "{fixed:?}"
+        );
+        let template = IdTemplate::parse(
+            "spiffe://{trust_domain}/{trust_domain}/{namespace}/{service_account}",
+        )
+        .unwrap();
+        for dots in [".", ".."] {
+            let err = template
+                .render(&TrustDomain::parse(dots).unwrap(), "demo", "web")
+                .unwrap_err();
+            assert!(matches!(err, RenderError::DotValue { .. }), "{err:?}");
+        }
+        let plain = IdTemplate::default()
+            .render(&TrustDomain::parse(".").unwrap(), "demo", "web")
+            .unwrap();
+        assert_eq!(SpiffeId::parse(plain.as_str()).unwrap(), plain);
     }
 
     #[test]
