@@ -689,7 +689,7 @@ mod tests {
 
     /// Found by `cargo xtask fuzz` (the spiffe-id template target): "." is a valid trust
     /// domain but not a path segment, and a template repeating the trust domain in its path
-    /// rendered `spiffe://./.`, an ID that `SpiffeId::parse` refuses.
+    /// rendered `spiffe://././...`, an ID that `SpiffeId::parse` refuses.
     #[test]
     fn regression_a_dot_trust_domain_never_becomes_a_path_segment() {
         let fixed = IdTemplate::parse("spiffe://./{trust_domain}/{namespace}/sa/{service_account}");
