@@ -34,13 +34,6 @@ const SPIFFE_ID: &str = "spiffe://nico.local/demo/sa/web";
 /// done: the bound.
 const RETURN_BOUND: Duration = Duration::from_secs(30);
 
-/// The same after a Vault outage. TODO(#8): the issuer retries a backend outage with
-/// backoff capped at 30 s, so a request retried just before Vault returns waits up to 30 s
-/// more, then is signed (one run: 26.2 s after the restart); retrying the waiting requests
-/// as soon as `sys/health` says Vault is ready again would meet the 30 s with room.
-/// Until then: 30 s for the issuer's retry plus 5 s for restarting, unsealing and signing.
-const VAULT_RETURN_BOUND: Duration = Duration::from_secs(35);
-
 fn long() -> bool {
     std::env::var_os("NICO_FAULTS_LONG").is_some_and(|v| v == "1")
 }
@@ -958,9 +951,9 @@ fn vault_serials(bao: &openbao::OpenBao) -> BTreeSet<String> {
 
 /// OpenBao stops for 60 s (300 s with `NICO_FAULTS_LONG=1`) and comes back sealed; the test
 /// unseals it at once. Renewals fall due and new pods are published during the outage.
-/// Within [`VAULT_RETURN_BOUND`] of Vault running again every pending issuance is done,
-/// and none was
-/// signed twice: each pending volume got exactly one signed request after the return, the
+/// Within [`RETURN_BOUND`] of Vault running again every pending issuance is done (the
+/// issuer retries waiting requests as soon as `sys/health` answers), and none was signed
+/// twice: each pending volume got exactly one signed request after the return, the
 /// one in its volume, and Vault's list of certificates it issued, the issuer's count of
 /// signatures and the requests that carry a certificate all agree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1064,7 +1057,7 @@ async fn a_vault_outage_of_a_minute_ends_with_every_pending_issuance_done_once()
     let all: Vec<PodVolume> = volumes.iter().chain(&newcomers).cloned().collect();
     for (i, volume) in all.iter().enumerate() {
         let old = before.get(i).cloned();
-        let deadline = VAULT_RETURN_BOUND.saturating_sub(back.elapsed());
+        let deadline = RETURN_BOUND.saturating_sub(back.elapsed());
         eventually(
             &format!("{} to be issued after Vault returned", volume.pod_name),
             deadline,

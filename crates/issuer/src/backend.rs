@@ -215,7 +215,13 @@ impl Backend {
     }
 
     /// Starts the task that keeps the backend usable and reports its readiness.
-    pub(crate) fn maintain(self: &Arc<Self>, ready: ReadyFlag, shutdown: CancellationToken) {
+    /// `recovered` is bumped whenever the backend serves again after an outage.
+    pub(crate) fn maintain(
+        self: &Arc<Self>,
+        ready: ReadyFlag,
+        recovered: Arc<tokio::sync::watch::Sender<u64>>,
+        shutdown: CancellationToken,
+    ) {
         match self.as_ref() {
             Self::Local(_) => {
                 ready.set(true);
@@ -242,7 +248,7 @@ impl Backend {
                 });
             }
             Self::Vault(vault) => {
-                tokio::spawn(vault.clone().maintain(ready, shutdown));
+                tokio::spawn(vault.clone().maintain(ready, recovered, shutdown));
             }
         }
     }

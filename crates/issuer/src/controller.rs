@@ -79,6 +79,8 @@ struct Context {
     min_lifetime: Duration,
     /// Failed attempts per request uid, for backoff and for re-reading before a retry.
     attempts: Mutex<HashMap<String, u32>>,
+    /// Bumped when a backend serves again after an outage.
+    recovered: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Context {
@@ -98,6 +100,7 @@ pub async fn run(settings: Settings, ctx: RoleContext) -> Result<(), RunError> {
     ctx.telemetry
         .register("issuer", |registry| metrics.register(registry));
     let readiness = ctx.telemetry.readiness();
+    let recovered = Arc::new(tokio::sync::watch::Sender::new(0u64));
     let mut issuers = Vec::with_capacity(settings.issuers.len());
     for issuer in settings.issuers {
         let name = issuer.issuer_ref.to_string();
@@ -110,6 +113,7 @@ pub async fn run(settings: Settings, ctx: RoleContext) -> Result<(), RunError> {
         let backend = Arc::new(backend);
         backend.maintain(
             readiness.register(format!("issuer {name}")),
+            recovered.clone(),
             ctx.shutdown.clone(),
         );
         info!(issuer = %name, "issuer ready");
@@ -130,6 +134,7 @@ pub async fn run(settings: Settings, ctx: RoleContext) -> Result<(), RunError> {
         metrics,
         min_lifetime: settings.min_lifetime,
         attempts: Mutex::new(HashMap::new()),
+        recovered,
     });
     match settings.lease_name {
         Some(lease) => {
@@ -148,8 +153,17 @@ async fn controller(context: Arc<Context>, stop: CancellationToken) {
     let api: Api<CertificateRequest> = Api::all(context.client.clone());
     // Bounded concurrency: a backlog of thousands of requests would otherwise open as many
     // API connections (each a TLS handshake) at once, and gain nothing from it.
+    // A backend back from an outage retries every waiting request now: their backoff may
+    // have grown to 30 s, which would add that much to every issuance the outage held up.
+    let mut recovered = context.recovered.subscribe();
+    recovered.mark_unchanged();
+    let retry_now = futures::stream::unfold(recovered, |mut recovered| async move {
+        recovered.changed().await.ok()?;
+        Some(((), recovered))
+    });
     Controller::new(api, watcher::Config::default())
         .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
+        .reconcile_all_on(retry_now)
         .graceful_shutdown_on(stop.cancelled_owned())
         .run(reconcile, retry, context)
         .for_each(|_| futures::future::ready(()))

@@ -296,12 +296,25 @@ impl VaultBackend {
         Ok(())
     }
 
-    /// Polls health and keeps the token fresh until `shutdown`.
-    pub(crate) async fn maintain(self: Arc<Self>, ready: ReadyFlag, shutdown: CancellationToken) {
+    /// Polls health and keeps the token fresh until `shutdown`. Each time the server serves
+    /// again after it did not, `recovered` is bumped so waiting requests are retried at
+    /// once rather than when their backoff ends.
+    pub(crate) async fn maintain(
+        self: Arc<Self>,
+        ready: ReadyFlag,
+        recovered: Arc<tokio::sync::watch::Sender<u64>>,
+        shutdown: CancellationToken,
+    ) {
         let mut next_refresh = Instant::now();
+        let mut was_healthy = true;
         loop {
             let healthy = self.healthy().await;
             ready.set(healthy);
+            if healthy && !was_healthy {
+                info!(issuer = %self.name, "vault serves again; retrying waiting requests");
+                recovered.send_modify(|count| *count = count.wrapping_add(1));
+            }
+            was_healthy = healthy;
             if healthy && Instant::now() >= next_refresh {
                 next_refresh = match self.refresh().await {
                     Ok(()) => self
