@@ -497,7 +497,9 @@ impl Summary<'_> {
                         "levels_off": g.levels_off,
                     }));
                 }
-                None => lines.push(format!("| {name} | - | - | - | too few samples |")),
+                None => lines.push(format!(
+                    "| {name} | - | - | - | not judged: under 5 minutes of churn |"
+                )),
             }
         }
         report(&lines.join("\n"));

@@ -4,7 +4,7 @@
 //! unpublished and removed. Every call is timed and every failure counted by kind.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -432,10 +432,9 @@ async fn grant_namespace(admin: &kube::Client, namespace: &str) -> Result<(), Fa
     Ok(())
 }
 
-/// Checks a volume's files as its pod would read them, with code that did not write them:
-/// the chain verifies up to `ca.crt` (rustls-webpki), the key belongs to the certificate
-/// (rcgen and x509-parser) and the only SAN is the pod's SPIFFE ID. A renewal may swap the
-/// files while they are read; then the check starts over, up to three times.
+/// Checks a volume's files as its pod would read them (see
+/// [`nico_identity_tests::soak_report::check_volume_files`]). A renewal may swap the files
+/// while they are read; then the check starts over, up to three times.
 fn check_volume(volume: &PodVolume, names: &FileNames, trust_domain: &str) -> Result<(), String> {
     let expected = format!(
         "spiffe://{trust_domain}/{}/sa/{}",
@@ -448,7 +447,7 @@ fn check_volume(volume: &PodVolume, names: &FileNames, trust_domain: &str) -> Re
             continue;
         };
         let dir = volume.target_path.join(&data);
-        match check_files(&dir, names, &expected) {
+        match nico_identity_tests::soak_report::check_volume_files(&dir, names, &expected) {
             Ok(()) => return Ok(()),
             Err(e) => last = e,
         }
@@ -458,33 +457,4 @@ fn check_volume(volume: &PodVolume, names: &FileNames, trust_domain: &str) -> Re
         }
     }
     Err(last)
-}
-
-fn check_files(dir: &Path, names: &FileNames, expected_id: &str) -> Result<(), String> {
-    let (crt, key, ca) = (
-        dir.join(&names.certificate),
-        dir.join(&names.key),
-        dir.join(&names.ca),
-    );
-    nico_identity_tests::verify_with_webpki(&crt, &ca)?;
-    let text = std::fs::read_to_string(&key).map_err(|e| format!("failed to read the key: {e}"))?;
-    let pair = rcgen::KeyPair::from_pem(&text).map_err(|e| format!("unreadable key: {e}"))?;
-    let chain = std::fs::read(&crt).map_err(|e| format!("failed to read tls.crt: {e}"))?;
-    let leaf = pem::parse_many(chain)
-        .map_err(|e| format!("tls.crt is not PEM: {e}"))?
-        .into_iter()
-        .next()
-        .ok_or("tls.crt is empty")?;
-    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.contents())
-        .map_err(|e| format!("tls.crt does not parse: {e}"))?;
-    if parsed.public_key().raw != rcgen::PublicKeyData::subject_public_key_info(&pair).as_slice() {
-        return Err("tls.key does not belong to tls.crt".into());
-    }
-    let ids = nico_identity_tests::uri_sans(leaf.contents());
-    if ids != [expected_id] {
-        return Err(format!(
-            "the certificate names {ids:?}, expected {expected_id}"
-        ));
-    }
-    Ok(())
 }

@@ -212,6 +212,8 @@ pub fn slope(points: &[(f64, f64)]) -> Option<f64> {
 
 /// Least samples in each third of the steady window for a verdict.
 const MIN_SAMPLES_PER_THIRD: usize = 3;
+/// The shortest steady window judged: in less, roles are still filling their caches.
+const MIN_WINDOW_SECONDS: f64 = 300.0;
 
 /// How one process's memory moved during the steady churn.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -230,7 +232,7 @@ pub struct Growth {
 /// thirds by time, the growth levels off when the last third's slope is at most half the
 /// first third's, or when, kept up for ten minutes, it would add less than 2 % of the
 /// process's size (below what a 10-minute run can tell from allocator noise). `None` when
-/// the window holds too few samples to judge.
+/// the window is shorter than five minutes or holds too few samples to judge.
 pub fn growth(samples: &[(f64, u64)], steady_from: f64) -> Option<Growth> {
     let steady: Vec<(f64, f64)> = samples
         .iter()
@@ -238,6 +240,9 @@ pub fn growth(samples: &[(f64, u64)], steady_from: f64) -> Option<Growth> {
         .map(|&(t, kib)| (t, kib as f64))
         .collect();
     let (start, end) = (steady.first()?.0, steady.last()?.0);
+    if end - start < MIN_WINDOW_SECONDS {
+        return None;
+    }
     let third = (end - start) / 3.0;
     let first: Vec<_> = steady
         .iter()
@@ -283,6 +288,42 @@ pub fn metric_sum(text: &str, name: &str, label: Option<&str>) -> f64 {
             value.split_whitespace().next()?.parse::<f64>().ok()
         })
         .sum()
+}
+
+/// Checks the files of one published volume in `dir` as its pod would read them, with code
+/// that did not write them: the chain verifies up to `ca.crt` (rustls-webpki), the key
+/// belongs to the certificate (rcgen and x509-parser) and the only SAN is `expected_id`.
+pub fn check_volume_files(
+    dir: &std::path::Path,
+    names: &nico_csi_node::FileNames,
+    expected_id: &str,
+) -> Result<(), String> {
+    let (crt, key, ca) = (
+        dir.join(&names.certificate),
+        dir.join(&names.key),
+        dir.join(&names.ca),
+    );
+    crate::verify_with_webpki(&crt, &ca)?;
+    let text = std::fs::read_to_string(&key).map_err(|e| format!("failed to read the key: {e}"))?;
+    let pair = rcgen::KeyPair::from_pem(&text).map_err(|e| format!("unreadable key: {e}"))?;
+    let chain = std::fs::read(&crt).map_err(|e| format!("failed to read tls.crt: {e}"))?;
+    let leaf = pem::parse_many(chain)
+        .map_err(|e| format!("tls.crt is not PEM: {e}"))?
+        .into_iter()
+        .next()
+        .ok_or("tls.crt is empty")?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.contents())
+        .map_err(|e| format!("tls.crt does not parse: {e}"))?;
+    if parsed.public_key().raw != rcgen::PublicKeyData::subject_public_key_info(&pair).as_slice() {
+        return Err("tls.key does not belong to tls.crt".into());
+    }
+    let ids = crate::uri_sans(leaf.contents());
+    if ids != [expected_id] {
+        return Err(format!(
+            "the certificate names {ids:?}, expected {expected_id}"
+        ));
+    }
+    Ok(())
 }
 
 /// Resident memory of every process over time.
@@ -488,6 +529,68 @@ mod tests {
     }
 
     #[test]
+    fn volume_checks_catch_a_foreign_key_a_wrong_id_and_an_untrusted_chain() {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+        let authority = |name: &str| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::default();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            let pem = params.self_signed(&key).unwrap().pem();
+            (pem, Issuer::new(params, key))
+        };
+        let (ca, issuer) = authority("soak test CA");
+        let (other_ca, _) = authority("another CA");
+        let key = KeyPair::generate().unwrap();
+        let id = "spiffe://nico.local/soak-0/sa/app-0";
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
+        let leaf = params.signed_by(&key, &issuer).unwrap().pem();
+        let foreign_key = KeyPair::generate().unwrap().serialize_pem();
+        let names = nico_csi_node::FileNames::default();
+        let cases = [
+            ("matching files", key.serialize_pem(), ca.clone(), id, None),
+            (
+                "a foreign key",
+                foreign_key,
+                ca.clone(),
+                id,
+                Some("does not belong"),
+            ),
+            (
+                "another pod's ID",
+                key.serialize_pem(),
+                ca.clone(),
+                "spiffe://nico.local/soak-1/sa/app-0",
+                Some("expected spiffe://nico.local/soak-1/sa/app-0"),
+            ),
+            (
+                "an untrusted chain",
+                key.serialize_pem(),
+                other_ca,
+                id,
+                Some("webpki"),
+            ),
+        ];
+        for (name, key_pem, ca_pem, expected, refusal) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join(&names.certificate), &leaf).unwrap();
+            std::fs::write(dir.path().join(&names.key), key_pem).unwrap();
+            std::fs::write(dir.path().join(&names.ca), ca_pem).unwrap();
+            let outcome = check_volume_files(dir.path(), &names, expected);
+            match refusal {
+                None => assert_eq!(outcome, Ok(()), "{name}"),
+                Some(part) => {
+                    let error = outcome.expect_err(name);
+                    assert!(error.contains(part), "{name}: {error}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn slope_is_least_squares() {
         let line: Vec<(f64, f64)> = (0..10).map(|x| (x as f64, 3.0 * x as f64 + 7.0)).collect();
         assert!((slope(&line).unwrap() - 3.0).abs() < 1e-9);
@@ -552,6 +655,12 @@ mod tests {
         assert!(growth(&samples, 0.0).unwrap().levels_off);
         assert_eq!(growth(&samples[..5], 0.0), None);
         assert_eq!(growth(&samples, 590.0), None);
+        // Four minutes of a leak are not judged at all; five are.
+        assert_eq!(growth(&samples[..49], 0.0), None);
+        assert!(!growth(&samples[20..81], 100.0).unwrap().levels_off);
+        // Five-minute windows with too few samples in a third are not judged either.
+        let sparse: Vec<(f64, u64)> = [0.0, 10.0, 290.0, 300.0].map(|t| (t, 1000)).to_vec();
+        assert_eq!(growth(&sparse, 0.0), None);
     }
 
     #[test]
