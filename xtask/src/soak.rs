@@ -15,7 +15,9 @@ pub(crate) struct SoakArgs {
     #[arg(long, default_value_t = 1000)]
     pods: usize,
     /// How long the churn runs after every pod has its first certificate (Go duration).
-    #[arg(long, default_value = "10m")]
+    /// Twenty minutes by default: the approver and issuer keep every Event they sent for six
+    /// minutes, and a shorter run ends before their memory has had time to level off.
+    #[arg(long, default_value = "20m")]
     duration: String,
     /// Requested certificate lifetime; default 2m, or 1m for runs shorter than 5m.
     #[arg(long)]
