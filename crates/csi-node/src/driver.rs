@@ -75,24 +75,6 @@ struct Certificate {
     serial: String,
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
-    /// When the driver wrote it: its lifetime is counted from here, not from a backdated
-    /// `notBefore` (see [`Certificate::renewal_delay`]).
-    received: OffsetDateTime,
-}
-
-impl Certificate {
-    /// When to renew, counting the lifetime from when the certificate arrived. Issuers
-    /// backdate `notBefore` (30 s by default in Vault and the local CA) against clock skew;
-    /// counted from there, a certificate living less than twice the backdating is past its
-    /// renewal point on arrival and would be renewed without pause. The arrival is read back
-    /// from the files' time after a restart, which a trust-bundle rewrite can move later, so
-    /// it is clamped to at most [`BACKDATE_ALLOWANCE`] after `notBefore`.
-    fn renewal_delay(&self, now: OffsetDateTime) -> Duration {
-        let start = self
-            .received
-            .clamp(self.not_before, self.not_before + BACKDATE_ALLOWANCE);
-        renewal_delay(start, self.not_after, now)
-    }
 }
 
 /// A published volume, as reported to callers (the dev environment prints these).
@@ -488,7 +470,6 @@ impl Driver {
             serial: issued.chain.serial.clone(),
             not_before: issued.chain.not_before,
             not_after: issued.chain.not_after,
-            received: OffsetDateTime::now_utc(),
         });
         volume.failures = 0;
         self.schedule(volume, false);
@@ -555,7 +536,7 @@ impl Driver {
         let id = &volume.record.volume_id;
         let current = OffsetDateTime::now_utc();
         let delay = match (&volume.certificate, now) {
-            (Some(c), false) => c.renewal_delay(current),
+            (Some(c), false) => renewal_delay(c.not_before, c.not_after, current),
             _ => Duration::ZERO,
         };
         self.inner
@@ -733,13 +714,10 @@ fn read_certificate(dir: &Path, settings: &Settings, id: &SpiffeId) -> Option<Ce
     let matches = nico_csr::key_matches_certificate(&key, leaf.der()).ok()?;
     let right_id = leaf.uri_sans().eq([id.as_str()]);
     let valid = leaf.not_after() > OffsetDateTime::now_utc();
-    let received =
-        files::written_at(dir, &settings.files).map_or(leaf.not_before(), OffsetDateTime::from);
     (matches && right_id && valid).then(|| Certificate {
         serial: leaf.serial_hex().to_owned(),
         not_before: leaf.not_before(),
         not_after: leaf.not_after(),
-        received,
     })
 }
 
@@ -808,49 +786,5 @@ fn internal_io(action: &str, path: &Path, error: &std::io::Error) -> Status {
 impl From<InvalidRequest> for Status {
     fn from(error: InvalidRequest) -> Self {
         Status::invalid_argument(error.to_string())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn certificate(backdated: i64, lifetime: i64, received: OffsetDateTime) -> Certificate {
-        let not_before = received - time::Duration::seconds(backdated);
-        Certificate {
-            serial: "01".to_owned(),
-            not_before,
-            not_after: received + time::Duration::seconds(lifetime),
-            received,
-        }
-    }
-
-    #[test]
-    fn a_short_backdated_certificate_is_not_renewed_on_arrival() {
-        let now = OffsetDateTime::now_utc();
-        // 10 s certificates backdated 30 s: counted from notBefore they are past two thirds
-        // of their life on arrival; counted from arrival they renew after 5.3 to 6.7 s.
-        for _ in 0..50 {
-            let delay = certificate(30, 10, now).renewal_delay(now);
-            assert!(
-                (Duration::from_millis(5300)..=Duration::from_millis(6700)).contains(&delay),
-                "{delay:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_late_file_time_moves_renewal_by_little() {
-        let now = OffsetDateTime::now_utc();
-        // Read back after a restart, the file was rewritten long after issuance (a new trust
-        // bundle): the start is held to notBefore + the backdating allowance.
-        let mut held = certificate(0, 3600, now);
-        held.received = now + time::Duration::minutes(50);
-        let delay = held.renewal_delay(now);
-        let latest = (3600.0 - 120.0) * 2.0 / 3.0 + 120.0;
-        assert!(delay.as_secs_f64() <= latest + 1.0, "{delay:?}");
-        // And a certificate past its renewal point is renewed at once.
-        let old = certificate(3000, 600, now);
-        assert_eq!(old.renewal_delay(now), Duration::ZERO);
     }
 }

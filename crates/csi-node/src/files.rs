@@ -164,13 +164,6 @@ pub(crate) fn read_current(dir: &Path, names: &FileNames) -> io::Result<Option<C
     }
 }
 
-/// When the current certificate file was written, if there is one.
-pub(crate) fn written_at(dir: &Path, names: &FileNames) -> Option<std::time::SystemTime> {
-    fs::metadata(dir.join(DATA_LINK).join(&names.certificate))
-        .and_then(|m| m.modified())
-        .ok()
-}
-
 /// The current certificate chain, if the volume has one.
 #[cfg(test)]
 pub(crate) fn read_certificate_chain(
