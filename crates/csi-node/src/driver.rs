@@ -225,7 +225,11 @@ impl Driver {
             let spiffe_id = match SpiffeId::parse(&record.spiffe_id) {
                 Ok(id) => id,
                 Err(e) => {
-                    error!(volume_id = %record.volume_id, error = %e, "recorded SPIFFE ID unusable");
+                    error!(
+                        volume_id = %record.volume_id,
+                        error = %e,
+                        "recorded SPIFFE ID unusable"
+                    );
                     continue;
                 }
             };
@@ -238,7 +242,11 @@ impl Driver {
                 .layout
                 .prepare(&record.volume_id, &record.target_path)
             {
-                warn!(volume_id = %record.volume_id, error = %e, "failed to restore the volume's mounts; kubelet's next publish retries");
+                warn!(
+                    volume_id = %record.volume_id,
+                    error = %e,
+                    "failed to restore the volume's mounts; kubelet's next publish retries"
+                );
             }
             let data_dir = self
                 .inner
@@ -256,7 +264,11 @@ impl Driver {
             };
             self.schedule(&volume, volume.certificate.is_none());
             let id = volume.record.volume_id.clone();
-            debug!(volume_id = %id, has_certificate = volume.certificate.is_some(), "volume reloaded");
+            debug!(
+                volume_id = %id,
+                has_certificate = volume.certificate.is_some(),
+                "volume reloaded"
+            );
             let slot = Arc::new(Slot {
                 state: tokio::sync::Mutex::new(Some(volume)),
             });
@@ -663,7 +675,11 @@ impl Driver {
                 match files::write_atomically(&dir, names, &content, volume.record.fs_group) {
                     Ok(()) => rewritten += 1,
                     Err(e) => {
-                        warn!(volume_id = %volume.record.volume_id, error = %e, "failed to rewrite ca.crt")
+                        warn!(
+                            volume_id = %volume.record.volume_id,
+                            error = %e,
+                            "failed to rewrite ca.crt"
+                        )
                     }
                 }
             }

@@ -307,7 +307,12 @@ impl Issuance {
                 _ => IssueError::Create(error),
             })?;
         let name = created.metadata.name.clone().unwrap_or_default();
-        info!(namespace = %pod.namespace, request = %name, spiffe_id = %id, "certificaterequest created");
+        info!(
+            namespace = %pod.namespace,
+            request = %name,
+            spiffe_id = %id,
+            "certificaterequest created"
+        );
         self.delete_requests(&pod.namespace, volume_id, Some(&name))
             .await;
 
@@ -535,7 +540,12 @@ impl Issuance {
                 Ok(_) => debug!(namespace, request = %name, "old certificaterequest deleted"),
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
                 Err(error) => {
-                    warn!(namespace, request = %name, %error, "failed to delete old certificaterequest")
+                    warn!(
+                        namespace,
+                        request = %name,
+                        %error,
+                        "failed to delete old certificaterequest"
+                    );
                 }
             }
         }
