@@ -94,7 +94,11 @@ fn remove_socket(path: &Path) {
     if let Err(error) = std::fs::remove_file(path)
         && error.kind() != std::io::ErrorKind::NotFound
     {
-        tracing::warn!(socket = %path.display(), %error, "failed to remove the registration socket");
+        tracing::warn!(
+            socket = %path.display(),
+            %error,
+            "failed to remove the registration socket"
+        );
     }
 }
 

@@ -49,7 +49,11 @@ pub async fn serve(
             }
         });
     }
-    tracing::info!(socket = %socket.display(), driver = %driver.settings().driver_name, "CSI server listening");
+    tracing::info!(
+        socket = %socket.display(),
+        driver = %driver.settings().driver_name,
+        "CSI server listening"
+    );
     tonic::transport::Server::builder()
         .add_service(identity_server::IdentityServer::new(IdentityService {
             driver: driver.clone(),

@@ -179,7 +179,12 @@ impl PodEvents {
             secondary: None,
         };
         if let Err(error) = self.recorder.publish(&event, &reference).await {
-            tracing::warn!(pod = %pod.name, namespace = %pod.namespace, %error, "failed to publish event");
+            tracing::warn!(
+                pod = %pod.name,
+                namespace = %pod.namespace,
+                %error,
+                "failed to publish event"
+            );
         }
     }
 }

@@ -612,7 +612,9 @@ mod tests {
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
         #[test]
-        fn loading_any_text_never_panics(source in "[a-z._()\\[\\]'\"0-9 +*/%!=<>&|?:,{}@-]{0,40}") {
+        fn loading_any_text_never_panics(
+            source in "[a-z._()\\[\\]'\"0-9 +*/%!=<>&|?:,{}@-]{0,40}"
+        ) {
             let _ = load(&source);
         }
     }

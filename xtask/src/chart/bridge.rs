@@ -49,8 +49,8 @@ impl Bridge {
     /// Whether the pinned versions import.
     fn installed(&self) -> bool {
         let check = "import importlib.metadata as m, sys; \
-                     sys.exit(0 if [m.version('helm-python-sdk'), m.version('kubernetes-validate')] \
-                     == sys.argv[1:] else 1)";
+                     sys.exit(0 if [m.version('helm-python-sdk'), \
+                     m.version('kubernetes-validate')] == sys.argv[1:] else 1)";
         let versions = PACKAGES.map(|p| p.split_once("==").map_or("", |(_, v)| v));
         self.python.exists()
             && Command::new(&self.python)
